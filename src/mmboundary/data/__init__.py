@@ -1,0 +1,1 @@
+"""Datasets: the documented JSONL format, the authors' annotated format, the built-in benchmark."""

@@ -1,0 +1,115 @@
+"""Typed records shared by every stage.
+
+Data flows one way through the pipeline (see docs/architecture.md):
+
+    Example -> generate -> GeneratedChain -> estimate -> ... -> evaluate
+
+Records that are read from or written to files are pydantic models, so a bad field is caught
+where it is read and named in the error. They are frozen: a stage never edits another stage's
+record, it makes a new one.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StepKind(str, Enum):
+    """The two kinds of reference step of the authors' annotations (Image_level, Reasoning_level)."""
+
+    perception = "perception"
+    reasoning = "reasoning"
+
+
+class ReferenceStep(_Record):
+    """One step of a reference chain.
+
+    `truth` is known exactly on the built-in benchmark (every reference step is true there; it
+    is kept so that datasets with planted false steps can be represented) and unknown (None) on
+    human-annotated data.
+    """
+
+    text: str = Field(min_length=1)
+    kind: StepKind
+    truth: bool | None = None
+
+
+# --- The built-in benchmark's scene (the ground truth its checker reads) -----------------------
+
+Shape = Literal["circle", "square", "triangle"]
+Size = Literal["small", "large"]
+Column = Literal["left", "middle", "right"]
+Row = Literal["top", "center", "bottom"]
+
+
+class SceneObject(_Record):
+    shape: Shape
+    color: str
+    size: Size
+    column: Column
+    row: Row
+
+
+class Scene(_Record):
+    """A procedurally drawn image: objects on a 3x3 grid of cells over a background colour."""
+
+    objects: tuple[SceneObject, ...]
+    background: str = "white"
+
+
+# --- Examples -----------------------------------------------------------------------------------
+
+class Example(_Record):
+    """One visual question with its reference chain.
+
+    - `image`: absolute path of the image file (loaders resolve relative paths).
+    - `choices`: the options of a multiple-choice question, else None.
+    - `answers`: accepted answers (the correct choice for multiple choice; every accepted
+      open answer otherwise). Never empty.
+    - `chain`: the reference chain, perception steps first then reasoning steps, the last one
+      stating the answer ("So the answer is X.").
+    - `scene`: the ground truth of a built-in benchmark example, from which the checker
+      decides exactly whether a generated step is true; None for external datasets.
+    """
+
+    id: str = Field(min_length=1)
+    image: Path
+    question: str = Field(min_length=1)
+    choices: tuple[str, ...] | None = None
+    answers: tuple[str, ...] = Field(min_length=1)
+    chain: tuple[ReferenceStep, ...] = ()
+    split: str | None = None
+    scene: Scene | None = None
+
+
+# --- Generation ---------------------------------------------------------------------------------
+
+class GeneratedStep(_Record):
+    """One step of a generated chain: its sentence and its character span in the chain text.
+
+    `correct` is the step's truth when it can be decided (exactly via the benchmark's checker,
+    or by matching to the reference chain), else None.
+    """
+
+    text: str
+    start: int
+    end: int
+    correct: bool | None = None
+
+
+class GeneratedChain(_Record):
+    """A model's answer to one example: the raw text, its steps, and the final answer."""
+
+    example_id: str
+    text: str
+    steps: tuple[GeneratedStep, ...]
+    answer: str | None  # the X of "So the answer is X", None if the chain states no answer
+    answer_correct: bool
