@@ -1,0 +1,196 @@
+"""The configuration tree: YAML files in `configs/`, validated by pydantic, overridable from the CLI.
+
+Unknown keys and wrong types are errors that name the key (`ConfigError`). Overrides are
+dotted keys with YAML values: `--set base.lr=3e-4 --set data.benchmark.n_train=500`.
+The fully resolved config is written to every run directory (`config.yaml`).
+
+Defaults that the paper leaves open are documented on the field that holds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mmboundary.data.benchmark.spec import BenchmarkSpec
+from mmboundary.errors import ConfigError
+from mmboundary.models.spec import ClipSpec, ModelSpec
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    """Where the examples come from."""
+
+    source: Literal["benchmark", "jsonl", "annotated"] = Field(
+        "benchmark", description="'benchmark': the built-in procedurally drawn benchmark; 'jsonl': "
+        "the project's JSONL format (docs/data-format.md); 'annotated': the authors' A-OKVQA / "
+        "ScienceQA / CulturalVQA format joined with an image folder.")
+    benchmark: BenchmarkSpec = Field(default_factory=BenchmarkSpec)
+    train: Path | None = Field(None, description="Train file (jsonl / annotated sources).")
+    test: Path | None = Field(None, description="In-domain test file.")
+    ood: Path | None = Field(None, description="Out-of-distribution test file (optional).")
+    image_dir: Path | None = Field(None, description="Image folder for the annotated format.")
+    annotated_dataset: Literal["aokvqa", "scienceqa", "culturalvqa"] | None = None
+
+    @model_validator(mode="after")
+    def _files_for_external_sources(self) -> "DataConfig":
+        if self.source != "benchmark":
+            missing = [k for k in ("train", "test") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(f"data.source={self.source!r} needs data.{missing[0]}")
+            if self.source == "annotated" and self.image_dir is None:
+                raise ValueError("data.source='annotated' needs data.image_dir")
+        return self
+
+
+class TrainConfig(_Section):
+    """A supervised training loop (used by `base`; the SFT stage has its own section later)."""
+
+    epochs: float = Field(8.0, gt=0, description="Passes over the training set.")
+    max_steps: int | None = Field(None, gt=0, description="Stop after this many optimiser steps (overrides epochs).")
+    batch_size: int = Field(32, gt=0)
+    lr: float = Field(3e-3, gt=0, description="Peak AdamW learning rate (tiny models from scratch like it high).")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Linear warm-up share of steps, then cosine decay.")
+    grad_clip: float = Field(1.0, gt=0)
+    log_every: int = Field(20, gt=0)
+
+
+class BaseStageConfig(_Section):
+    """Stage `base`: make the vanilla VLM and the CLIP model of the built-in default.
+
+    On the built-in benchmark no pretrained VLM exists offline, so a tiny VLM is trained on the
+    reference chains (no confidence statements) and stands in for the pretrained MLLM; it must
+    stay imperfect. Skipped for the VLM when `model.path` names a checkpoint, and for CLIP
+    when `clip.path` does.
+    """
+
+    vlm: TrainConfig = Field(default_factory=TrainConfig)
+    clip: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3, batch_size=64))
+    train_examples: int | None = Field(
+        None, gt=0, description="Use only the first N train examples for the base model (None: all).")
+
+
+class GenerationConfig(_Section):
+    max_new_tokens: int = Field(96, gt=0)
+    batch_size: int = Field(64, gt=0)
+    do_sample: bool = Field(False, description="Greedy by default: no sampling is ever implicit.")
+    temperature: float = Field(1.0, gt=0)
+
+
+class EvaluateConfig(_Section):
+    splits: list[Literal["train", "test", "ood"]] = Field(default_factory=lambda: ["test", "ood"])
+    limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples of each split.")
+
+
+STAGES = ("data", "base", "evaluate")
+
+
+class RunConfig(_Section):
+    """A whole experiment. `stages` lists what `mmboundary run` executes, in order."""
+
+    name: str = "default"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    stages: list[Literal["data", "base", "evaluate"]] = Field(default_factory=lambda: list(STAGES))
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    clip: ClipSpec = Field(default_factory=ClipSpec)
+    base: BaseStageConfig = Field(default_factory=BaseStageConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+
+# --- loading, overriding, dumping -------------------------------------------------------------
+
+def _format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        if e["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}'")
+        else:
+            lines.append(f"key '{key}': {e['msg']}")
+    return f"{source}: invalid config: " + "; ".join(lines)
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """`a.b.c=value` -> (["a","b","c"], yaml-parsed value)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {item!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: value is not valid YAML ({e})") from None
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Set dotted keys in a nested dict (a copy). Intermediate keys are created as needed;
+    whether they exist in the schema is checked when the result is validated."""
+    import copy
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        path, value = parse_override(item)
+        node = data
+        for part in path[:-1]:
+            nxt = node.get(part)
+            if not isinstance(nxt, dict):
+                nxt = {}
+                node[part] = nxt
+            node = nxt
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (None: the built-in default), apply overrides, validate."""
+    source = str(path) if path is not None else "<default config>"
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            data = yaml.safe_load(p.read_text("utf-8")) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    if overrides:
+        data = apply_overrides(data, overrides)
+        source += " + overrides"
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    """The fully resolved config as YAML (every default written out)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+
+
+def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
+    """Dotted keys whose values differ between two configs."""
+
+    def walk(x: Any, y: Any, prefix: str) -> list[str]:
+        if isinstance(x, dict) and isinstance(y, dict):
+            out = []
+            for k in sorted(set(x) | set(y)):
+                out += walk(x.get(k), y.get(k), f"{prefix}.{k}" if prefix else k)
+            return out
+        return [] if x == y else [prefix]
+
+    return walk(a.model_dump(mode="json"), b.model_dump(mode="json"), "")

@@ -1,0 +1,37 @@
+"""Progress bars for long loops (rich), quiet when not attached to a terminal unless forced."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+T = TypeVar("T")
+
+
+def progress_enabled() -> bool:
+    if os.environ.get("MMBOUNDARY_PROGRESS") == "0":
+        return False
+    return sys.stderr.isatty() or os.environ.get("MMBOUNDARY_PROGRESS") == "1"
+
+
+def make_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+        disable=not progress_enabled(), transient=False,
+    )
+
+
+def track(items: Iterable[T], description: str, total: int | None = None) -> Iterator[T]:
+    """Iterate with a progress bar."""
+    if total is None and hasattr(items, "__len__"):
+        total = len(items)  # type: ignore[arg-type]
+    with make_progress() as p:
+        task = p.add_task(description, total=total, info="")
+        for x in items:
+            yield x
+            p.advance(task)

@@ -1,0 +1,136 @@
+"""Run directories: the whole record of an experiment.
+
+Layout of `runs/<name>/`:
+
+    config.yaml          the fully resolved config (written when the run is created)
+    logs/run.log         everything the stages logged
+    <stage>/             one folder per stage with its artifacts
+    <stage>/COMPLETE     a JSON marker written last, atomically, when the stage finished
+
+`mmboundary run` on an existing run directory skips stages that have their marker and runs
+the rest. A stage that was interrupted has no marker; it is started again (its folder is
+emptied first, so no artifact of a half-finished attempt is ever mistaken for a result).
+Artifacts are written to a temporary name and renamed (`atomic_write_*`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from mmboundary.config import RunConfig, config_diff, dump_config, load_config
+from mmboundary.errors import RunError
+
+MARKER = "COMPLETE"
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+class Run:
+    """A run directory and its config."""
+
+    def __init__(self, root: Path, config: RunConfig):
+        self.root = Path(root)
+        self.config = config
+
+    # -- creation / reopening ----------------------------------------------------------------
+    @classmethod
+    def open(cls, root: str | Path, config: RunConfig | None = None) -> "Run":
+        """Create a run directory for `config`, or reopen an existing one.
+
+        Reopening with a config that differs from the saved one is an error naming the keys,
+        since the finished stages were computed under the saved config. Reopening without a
+        config uses the saved one.
+        """
+        root = Path(root)
+        saved_path = root / "config.yaml"
+        if saved_path.exists():
+            saved = load_config(saved_path)
+            if config is not None:
+                diff = config_diff(saved, config)
+                if diff:
+                    raise RunError(
+                        f"{root} was created with a different config (differs at: "
+                        f"{', '.join(diff[:8])}{' ...' if len(diff) > 8 else ''}); use another "
+                        "--run-dir, or resume it without a config")
+            run = cls(root, saved)
+        else:
+            if config is None:
+                raise RunError(f"{root} is not a run directory (no config.yaml)")
+            root.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(saved_path, dump_config(config))
+            run = cls(root, config)
+        run._setup_logging()
+        return run
+
+    def _setup_logging(self) -> None:
+        (self.root / "logs").mkdir(parents=True, exist_ok=True)
+        logger = logging.getLogger("mmboundary")
+        logger.setLevel(logging.INFO)
+        log_file = str((self.root / "logs" / "run.log").resolve())
+        for h in list(logger.handlers):
+            if isinstance(h, logging.FileHandler):
+                if h.baseFilename == log_file:
+                    return
+                logger.removeHandler(h)
+                h.close()
+        h = logging.FileHandler(log_file, encoding="utf-8")
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(h)
+
+    # -- stages ---------------------------------------------------------------------------------
+    def stage_dir(self, stage: str) -> Path:
+        return self.root / stage
+
+    def is_complete(self, stage: str) -> bool:
+        return (self.stage_dir(stage) / MARKER).is_file()
+
+    def begin_stage(self, stage: str) -> Path:
+        """An empty folder for a stage that has not completed (leftovers of an interrupted
+        attempt are removed)."""
+        d = self.stage_dir(stage)
+        if self.is_complete(stage):
+            raise RunError(f"stage {stage!r} of {self.root} is already complete")
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        return d
+
+    def mark_complete(self, stage: str, summary: dict | None = None, started: float | None = None) -> None:
+        info = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        if started is not None:
+            info["seconds"] = round(time.time() - started, 2)
+        if summary:
+            info["summary"] = summary
+        atomic_write_json(self.stage_dir(stage) / MARKER, info)
+
+    def marker(self, stage: str) -> dict:
+        return json.loads((self.stage_dir(stage) / MARKER).read_text("utf-8"))
+
+    def require(self, stage: str) -> Path:
+        """The folder of a stage that must be complete (an input of another stage)."""
+        if not self.is_complete(stage):
+            raise RunError(f"stage {stage!r} has not completed in {self.root}; run it first "
+                           f"(mmboundary {stage} --run-dir {self.root})")
+        return self.stage_dir(stage)

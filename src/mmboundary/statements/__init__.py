@@ -1,0 +1,1 @@
+"""Confidence statements: the pool, forward (level -> statement) and backward (statement -> level) mapping."""

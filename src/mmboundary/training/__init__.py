@@ -1,0 +1,1 @@
+"""Trainers: thin loops over the pure functions of the other packages."""
