@@ -14,7 +14,8 @@ _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
     "fifteen sixteen seventeen eighteen nineteen twenty".split())}
 _ARTICLES = {"a", "an", "the"}
-_FINAL = re.compile(r"\bso,?\s+the\s+answer\s+is\b[:\s]*", re.IGNORECASE)
+_FINAL = re.compile(r"\b(?:so|thus|therefore|hence)?,?\s*the\s+(?:final\s+)?answer\s+is\b:?\s*",
+                    re.IGNORECASE)
 
 
 def normalize_answer(text: str) -> str:
@@ -25,18 +26,19 @@ def normalize_answer(text: str) -> str:
 
 
 def extract_answer(chain_text: str) -> str | None:
-    """The X of the last "So the answer is X" in a chain, normalised; None if there is none.
+    """The X of the last "So the answer is X" of a chain text, normalised; None when the text
+    states no answer.
 
-    X runs to the end of its sentence; a confidence statement appended after a comma
-    ("So the answer is 3, with total certainty.") is not part of the answer.
+    X runs to the end of its sentence (".", "!", "?" or a line break) and stops at a comma or
+    semicolon, so a confidence statement after it ("So the answer is 3, with total certainty.")
+    is left out. "The answer is X" and "Thus/Therefore/Hence the answer is X" are accepted too.
     """
-    matches = list(_FINAL.finditer(chain_text))
-    if not matches:
+    found = list(_FINAL.finditer(chain_text))
+    if not found:
         return None
-    rest = chain_text[matches[-1].end():]
-    m = re.match(r"(.*?)(?:[.!?](?:\s|$)|$)", rest, re.DOTALL)
-    answer = (m.group(1) if m else rest).split(",")[0].strip()
-    answer = normalize_answer(answer)
+    rest = chain_text[found[-1].end():]
+    m = re.match(r"[^.!?\n,;]*", rest)
+    answer = normalize_answer(m.group(0) if m else rest)
     return answer or None
 
 

@@ -1,0 +1,107 @@
+"""The specification of a built-in benchmark: every choice of the generator is a field here.
+
+The generator is a pure function of the spec: the same spec (seed included) gives byte-identical
+JSONL files and images. Each split draws from its own `random.Random(seed * 1000 + index)`
+(index: train 0, test 1, ood 2), never from global state.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from mmboundary.data.benchmark.language import COLOR_RGB, SHAPES
+from mmboundary.data.benchmark.scenes import BACKGROUND_RGB
+
+QuestionType = Literal[
+    "count_color", "color_of_shape", "compare_colors", "sum_colors", "diff_shapes", "spatial",
+    "most_color", "total",
+]
+
+#: Every question type, in the order of the brief (see `questions.py`).
+QUESTION_TYPES: tuple[str, ...] = (
+    "count_color", "color_of_shape", "compare_colors", "sum_colors", "diff_shapes", "spatial",
+    "most_color", "total",
+)
+
+SPLITS: tuple[str, ...] = ("train", "test", "ood")
+
+
+class BenchmarkSpec(BaseModel):
+    """How to draw the built-in benchmark (train, test and out-of-distribution splits)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(0, ge=0, description="Base seed; split k draws from Random(seed*1000+k).")
+    n_train: int = Field(2000, ge=0, description="Number of training examples.")
+    n_test: int = Field(300, ge=0, description="Number of in-distribution test examples.")
+    n_ood: int = Field(300, ge=0, description="Number of out-of-distribution test examples.")
+    image_size: int = Field(48, ge=12, le=1024, description="Side of the square image in pixels.")
+    min_objects: int = Field(2, ge=1, le=9, description="Fewest objects in an in-distribution scene.")
+    max_objects: int = Field(5, ge=1, le=9, description="Most objects in an in-distribution scene.")
+    ood_min_objects: int = Field(5, ge=1, le=9, description="Fewest objects in an OOD scene.")
+    ood_max_objects: int = Field(8, ge=1, le=9, description="Most objects in an OOD scene.")
+    colors: tuple[str, ...] = Field(
+        ("red", "green", "blue", "yellow"),
+        description="Object colour palette (names from language.COLOR_RGB), all splits.")
+    held_out_pairs: tuple[tuple[str, str], ...] = Field(
+        (("yellow", "triangle"), ("blue", "circle")),
+        description="(colour, shape) pairs never drawn in train/test; OOD scenes contain them.")
+    ood_min_held_out: int = Field(
+        1, ge=0, description="Each OOD scene has at least this many objects of a held-out pair.")
+    background: str = Field("white", description="Background of train/test images.")
+    ood_background: str = Field("light grey", description="Background of OOD images.")
+    large_fraction: float = Field(
+        0.85, gt=0, le=1, description="Side of a large object's box as a fraction of the cell.")
+    small_fraction: float = Field(
+        0.5, gt=0, le=1, description="Side of a small object's box as a fraction of the cell.")
+    question_types: tuple[QuestionType, ...] = Field(
+        QUESTION_TYPES,
+        description="Question types drawn, in equal shares per split (see questions.py).")
+
+    @model_validator(mode="after")
+    def _check(self) -> BenchmarkSpec:
+        unknown = [c for c in self.colors if c not in COLOR_RGB]
+        if unknown:
+            raise ValueError(f"colors: unknown colour(s) {unknown}; known: {sorted(COLOR_RGB)}")
+        if len(set(self.colors)) != len(self.colors):
+            raise ValueError("colors: duplicate colour")
+        for color, shape in self.held_out_pairs:
+            if color not in self.colors or shape not in SHAPES:
+                raise ValueError(f"held_out_pairs: ({color}, {shape}) is not a palette colour "
+                                 f"and a shape of {SHAPES}")
+        if len(self.allowed_pairs(ood=False)) == 0:
+            raise ValueError("held_out_pairs: nothing left to draw in distribution")
+        if self.ood_min_held_out > 0 and not self.held_out_pairs:
+            raise ValueError("ood_min_held_out > 0 needs held_out_pairs")
+        if self.ood_min_held_out > self.ood_min_objects:
+            raise ValueError("ood_min_held_out exceeds ood_min_objects")
+        if self.min_objects > self.max_objects:
+            raise ValueError("min_objects exceeds max_objects")
+        if self.ood_min_objects > self.ood_max_objects:
+            raise ValueError("ood_min_objects exceeds ood_max_objects")
+        for name in ("background", "ood_background"):
+            if getattr(self, name) not in BACKGROUND_RGB:
+                raise ValueError(f"{name}: unknown background; known: {sorted(BACKGROUND_RGB)}")
+        if not self.question_types:
+            raise ValueError("question_types: empty")
+        need = {"most_color": 3, "compare_colors": 2, "sum_colors": 2}
+        for qtype, k in need.items():
+            if qtype in self.question_types and len(self.colors) < k:
+                raise ValueError(f"question_types: {qtype} needs at least {k} colours")
+        if "spatial" in self.question_types and self.min_objects < 2:
+            raise ValueError("question_types: spatial needs min_objects >= 2")
+        return self
+
+    def allowed_pairs(self, ood: bool) -> tuple[tuple[str, str], ...]:
+        """(colour, shape) pairs that may be drawn: all of them out of distribution, all but the
+        held-out pairs in distribution."""
+        pairs = tuple((c, s) for c in self.colors for s in SHAPES)
+        if ood:
+            return pairs
+        held = set(self.held_out_pairs)
+        return tuple(p for p in pairs if p not in held)
+
+    def n_examples(self, split: str) -> int:
+        return {"train": self.n_train, "test": self.n_test, "ood": self.n_ood}[split]
