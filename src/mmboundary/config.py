@@ -72,7 +72,11 @@ class BaseStageConfig(_Section):
     """
 
     vlm: TrainConfig = Field(default_factory=TrainConfig)
-    clip: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=6, lr=2e-3, batch_size=64))
+    clip: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(epochs=6, lr=1e-4, batch_size=64, warmup_ratio=0.1),
+        description="Contrastive training of the small CLIP. **[choice]** lr 1e-4: at 1e-3 the "
+                    "embeddings collapse to a constant (loss stuck at ln(batch)) from which they never "
+                    "recover.")
     train_examples: int | None = Field(
         None, gt=0, description="Use only the first N train examples for the base model (None: all).")
 

@@ -1,0 +1,64 @@
+"""End-to-end: the pipeline on a miniature of the built-in default, resume, and the CLI."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from mmboundary import pipeline
+from mmboundary.cli import app
+from mmboundary.config import load_config
+from mmboundary.runs import Run
+
+SMALL = [
+    "data.benchmark.n_train=48", "data.benchmark.n_test=8", "data.benchmark.n_ood=8",
+    "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
+    "generation.max_new_tokens=12",
+]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run") / "r"
+    run = Run.open(root, load_config(None, SMALL))
+    pipeline.run_pipeline(run)
+    return run
+
+
+def test_pipeline_writes_every_stage(finished_run):
+    run = finished_run
+    for stage in ("data", "base", "evaluate"):
+        assert run.is_complete(stage), stage
+    assert (run.root / "base" / "model" / "model.safetensors").exists()
+    assert (run.root / "base" / "clip").is_dir()
+    metrics = json.loads((run.root / "evaluate" / "metrics.json").read_text())
+    assert set(metrics) == {"test", "ood"}
+    assert metrics["test"]["vanilla"]["examples"] == 8
+    chains = (run.root / "evaluate" / "chains_test.jsonl").read_text().splitlines()
+    assert len(chains) == 8
+    assert "config.yaml" in {p.name for p in run.root.iterdir()}
+    assert "stage base: done" in (run.root / "logs" / "run.log").read_text()
+
+
+def test_resume_skips_finished_stages_and_reruns_unfinished(finished_run, monkeypatch):
+    calls = []
+    monkeypatch.setattr(pipeline, "STAGE_FUNCS", {
+        name: (lambda run, name=name: calls.append(name) or {"rerun": True}) for name in pipeline.STAGE_FUNCS})
+    run = Run.open(finished_run.root)
+    pipeline.run_pipeline(run)
+    assert calls == []  # everything was complete
+    (run.root / "evaluate" / "COMPLETE").unlink()  # as if evaluate had been interrupted
+    pipeline.run_pipeline(Run.open(finished_run.root))
+    assert calls == ["evaluate"]
+
+
+def test_cli_reports_config_errors_by_key():
+    result = CliRunner().invoke(app, ["config", "--set", "base.vlm.nope=1"])
+    assert result.exit_code == 2
+    assert "unknown key 'base.vlm.nope'" in result.output
+
+
+def test_cli_refuses_a_run_dir_with_another_config(finished_run):
+    result = CliRunner().invoke(app, ["run", "--run-dir", str(finished_run.root), "--set", "seed=5"])
+    assert result.exit_code == 2
+    assert "differs at: seed" in result.output
