@@ -511,3 +511,14 @@ def test_export_annotated_reads_back_with_the_project_loader(examples, tmp_path)
         assert b.image.resolve() == e.image.resolve() and b.question == e.question
         assert b.answers == e.answers
         assert [(s.text + ".", s.kind) for s in b.chain] == [(s.text, s.kind) for s in e.chain]
+
+
+def test_captions_are_true_claims_and_count_everything(tmp_path):
+    from mmboundary.data.benchmark import caption_sentences
+
+    spec = BenchmarkSpec(n_train=40, n_test=2, n_ood=2)
+    for ex in generate_examples(spec, "train", tmp_path):
+        sentences = caption_sentences(ex.scene, spec.colors)
+        assert len(sentences) == len(spec.colors) + 3 + 1
+        assert all(check_step(s, ex) for s in sentences), sentences
+        assert sentences[-1] == f"There are {len(ex.scene.objects)} objects in total."

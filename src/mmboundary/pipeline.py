@@ -80,24 +80,27 @@ def base_model_dir(run: Run) -> Path | None:
 
 def stage_base(run: Run) -> dict:
     cfg = run.config
-    from mmboundary.training.base import train_base_clip, train_base_vlm
+    from mmboundary.models import load_clip, load_vlm
+    from mmboundary.training.base import build_base_vlm, init_vision_from_clip, train_base_clip, train_base_vlm
 
     out = run.begin_stage("base")
     summary: dict = {}
     acc = make_accelerator(cfg)
     train = load_split(run, "train", cfg.base.train_examples)
-    if cfg.model.path is not None:
-        summary["vlm"] = f"skipped: model.path={cfg.model.path}"
-    else:
-        summary["vlm"] = train_base_vlm(cfg, train, out / "model", acc)
+    vlm = build_base_vlm(cfg, train) if cfg.model.path is None else None
+    tokenizer = vlm.tokenizer if vlm is not None else load_vlm(cfg.model.path, cfg.model).tokenizer
     if cfg.clip.path is not None:
         summary["clip"] = f"skipped: clip.path={cfg.clip.path}"
+        clip = load_clip(cfg.clip.path)
     else:
-        from mmboundary.models import load_vlm
-
-        vlm_dir = out / "model" if cfg.model.path is None else Path(cfg.model.path)
-        tokenizer = load_vlm(str(vlm_dir), cfg.model).processor.tokenizer
-        summary["clip"] = train_base_clip(cfg, train, tokenizer, out / "clip", acc)
+        clip, summary["clip"] = train_base_clip(cfg, train, tokenizer, out / "clip", acc)
+    if vlm is None:
+        summary["vlm"] = f"skipped: model.path={cfg.model.path}"
+    else:
+        if cfg.base.vision_init == "clip":
+            summary["vision_init"] = "clip" if init_vision_from_clip(vlm, clip.model) else "random (shapes differ from CLIP's)"
+            log.info("VLM vision tower initialised from: %s", summary["vision_init"])
+        summary["vlm"] = train_base_vlm(cfg, vlm, train, out / "model", acc)
     return summary
 
 

@@ -6,11 +6,15 @@ checkpoints on a GPU machine:
 
 1. a byte-level BPE tokenizer on the train split's text and the confidence-statement pool
    (so later stages can write statements without unknown tokens);
-2. the VLM (`model.kind`: `tiny` from scratch, or `smol` around pretrained SmolLM2) on the
-   reference chains, *without* confidence statements, with the loss on response tokens only;
-   it stands in for a pretrained MLLM and is meant to stay imperfect (short training);
-3. a small `CLIPModel` by the contrastive loss on (image, perception-step sentence) pairs, for
-   the CLIPScore signal.
+2. a small `CLIPModel` by the contrastive loss on (image, perception-step sentence) pairs, for
+   the CLIPScore signal;
+3. the VLM (`model.kind`: `tiny` from scratch, or `smol` around pretrained SmolLM2) on the
+   reference chains, *without* confidence statements, with the loss on response tokens only.
+   On the built-in benchmark, dense captions of the train images are mixed in
+   (`base.caption_share`), as LLaVA's caption-alignment stage teaches perception first.
+   As in LLaVA, whose vision tower is a pretrained CLIP ViT, its vision tower starts from the
+   CLIP vision tower of step 2 when the shapes match (`base.vision_init`). It stands in for a
+   pretrained MLLM and is meant to stay imperfect (short training).
 
 Departures from a textbook setup: the "pretraining" is a few epochs on the benchmark itself,
 so the vanilla model's errors are those of an under-trained model, not of a web-scale one.
@@ -50,26 +54,62 @@ def tokenizer_corpus(examples: list[Example]) -> list[str]:
     return texts
 
 
-def train_base_vlm(cfg: RunConfig, examples: list[Example], out_dir: Path, accelerator: Accelerator) -> dict:
+def build_base_vlm(cfg: RunConfig, examples: list[Example]):
+    """The untrained vanilla VLM (with, for `tiny`, its tokenizer trained on `examples`)."""
     from mmboundary.models import build_model, train_tokenizer
 
     tokenizer = None
     if cfg.model.kind == "tiny":
         tokenizer = train_tokenizer(tokenizer_corpus(examples), cfg.model.tokenizer_vocab_size)
-    torch.manual_seed(cfg.seed)
-    vlm = build_model(cfg.model, tokenizer=tokenizer, seed=cfg.seed)
+    return build_model(cfg.model, tokenizer=tokenizer, seed=cfg.seed)
+
+
+def init_vision_from_clip(vlm, clip_model) -> bool:
+    """Copy the CLIP vision tower's weights into the VLM's vision tower if every shape matches.
+    Returns whether it did."""
+    tower = vlm.model.model.vision_tower
+    src = clip_model.vision_model.state_dict()
+    dst = tower.state_dict()
+    mapped = {k: src[k.removeprefix("vision_model.")] for k in dst if k.removeprefix("vision_model.") in src}
+    if set(mapped) != set(dst) or any(mapped[k].shape != dst[k].shape for k in dst):
+        return False
+    tower.load_state_dict(mapped)
+    return True
+
+
+def training_items(cfg: RunConfig, examples: list[Example]) -> list[tuple[Example, str, str]]:
+    """(example, question, response) items: every reference chain, plus, on the built-in
+    benchmark, a dense caption of each image so that captions make up `base.caption_share` of
+    the items (the perception curriculum of `mmboundary.data.benchmark.captions`)."""
+    items = [(ex, ex.question, reference_response(ex)) for ex in examples]
+    share = cfg.base.caption_share
+    with_scene = [ex for ex in examples if ex.scene is not None]
+    if share > 0 and with_scene:
+        from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
+
+        n = int(round(len(items) * share / (1 - share)))
+        rng = random.Random(cfg.seed)
+        for i in range(n):
+            ex = with_scene[i % len(with_scene)] if n <= len(with_scene) else rng.choice(with_scene)
+            items.append((ex, CAPTION_QUESTION,
+                          " ".join(caption_sentences(ex.scene, cfg.data.benchmark.colors))))
+    return items
+
+
+def train_base_vlm(cfg: RunConfig, vlm, examples: list[Example], out_dir: Path, accelerator: Accelerator) -> dict:
     images = {ex.id: load_image(ex.image) for ex in examples}
-    prompts = {ex.id: vlm.prompt_text(ex.question, ex.choices) for ex in examples}
+    items = training_items(cfg, examples)
 
-    def collate(batch: list[Example]) -> dict:
-        return dict(vlm.encode([prompts[ex.id] for ex in batch], [images[ex.id] for ex in batch],
-                               [reference_response(ex) for ex in batch]))
+    def collate(batch: list[tuple[Example, str, str]]) -> dict:
+        return dict(vlm.encode([vlm.prompt_text(q, ex.choices if q == ex.question else None) for ex, q, _ in batch],
+                               [images[ex.id] for ex, _, _ in batch], [r for _, _, r in batch]))
 
-    summary = train_supervised(vlm.model, examples, collate, cfg.base.vlm, seed=cfg.seed,
+    summary = train_supervised(vlm.model, items, collate, cfg.base.vlm, seed=cfg.seed,
                                accelerator=accelerator, description="base VLM")
     vlm.model = accelerator.unwrap_model(vlm.model)
     vlm.save(out_dir)
-    summary["parameters"] = sum(p.numel() for p in vlm.model.parameters())
+    summary["parameters"] = vlm.num_parameters()
+    summary["items"] = len(items)
     return summary
 
 
@@ -98,4 +138,4 @@ def train_base_clip(cfg: RunConfig, examples: list[Example], tokenizer, out_dir:
     clip.model = accelerator.unwrap_model(clip.model)
     clip.save(out_dir)
     summary["pairs"] = len(pairs)
-    return summary
+    return clip, summary

@@ -17,6 +17,7 @@ with exact step truth. Modules:
 
 from mmboundary.data.benchmark.annotated import export_annotated, to_annotated
 from mmboundary.answers import extract_answer
+from mmboundary.data.benchmark.captions import CAPTION_QUESTION, caption_sentences
 from mmboundary.data.benchmark.checker import check_step, evaluate_claim
 from mmboundary.data.benchmark.generate import generate_benchmark, generate_examples
 from mmboundary.data.benchmark.language import (
@@ -38,6 +39,7 @@ from mmboundary.data.benchmark.scenes import draw_scene, sample_scene
 from mmboundary.data.benchmark.spec import QUESTION_TYPES, SPLITS, BenchmarkSpec
 
 __all__ = [
+    "CAPTION_QUESTION", "caption_sentences",
     "COLOR_RGB", "QUESTION_TYPES", "SPLITS", "ArithmeticClaim", "AttributeClaim",
     "BenchmarkSpec", "Claim", "ComparisonClaim", "CountClaim", "FinalClaim", "ObjectRef",
     "SpatialClaim", "check_step", "draw_scene", "evaluate_claim", "export_annotated",

@@ -1,0 +1,32 @@
+"""Stage `base` building blocks: training items, CLIP -> VLM vision initialisation."""
+
+import torch
+
+from mmboundary.config import load_config
+from mmboundary.data.benchmark import CAPTION_QUESTION, BenchmarkSpec, generate_examples
+from mmboundary.models import build_clip, build_model, train_tokenizer
+from mmboundary.training.base import init_vision_from_clip, reference_response, tokenizer_corpus, training_items
+
+
+def test_training_items_mix_captions_at_the_configured_share(tmp_path):
+    examples = generate_examples(BenchmarkSpec(n_train=30, n_test=1, n_ood=1), "train", tmp_path)
+    cfg = load_config(None, ["base.caption_share=0.25"])
+    items = training_items(cfg, examples)
+    captions = [it for it in items if it[1] == CAPTION_QUESTION]
+    assert len(items) == 40 and len(captions) == 10
+    assert [r for _, q, r in items if q != CAPTION_QUESTION] == [reference_response(ex) for ex in examples]
+    assert training_items(load_config(None, ["base.caption_share=0"]), examples)[-1][1] != CAPTION_QUESTION
+
+
+def test_vision_tower_initialised_from_clip_when_shapes_match(tmp_path):
+    examples = generate_examples(BenchmarkSpec(n_train=10, n_test=1, n_ood=1), "train", tmp_path)
+    tok = train_tokenizer(tokenizer_corpus(examples), 512)
+    cfg = load_config()
+    vlm = build_model(cfg.model, tokenizer=tok, seed=0)
+    clip = build_clip(tok, cfg.clip, seed=1)
+    assert init_vision_from_clip(vlm, clip.model)
+    a = vlm.model.model.vision_tower.state_dict()
+    b = clip.model.vision_model.state_dict()
+    assert all(torch.equal(v, b[k.removeprefix("vision_model.")]) for k, v in a.items())
+    other = build_clip(tok, load_config(None, ["clip.vision_hidden_size=32", "clip.vision_intermediate_size=64"]).clip, seed=1)
+    assert not init_vision_from_clip(vlm, other.model)
