@@ -28,12 +28,15 @@ RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run 
 
 
 def _open_run(config: Path | None, overrides: list[str] | None, run_dir: Path | None):
+    """Create or reopen a run. On an existing run directory without --config, overrides apply to
+    its saved config (and a change to a finished run is refused, naming the keys)."""
     from mmboundary.config import load_config
     from mmboundary.runs import Run
 
-    explicit = config is not None or bool(overrides)
-    if run_dir is not None and (run_dir / "config.yaml").exists() and not explicit:
-        return Run.open(run_dir)  # resume with the saved config
+    if run_dir is not None and (run_dir / "config.yaml").exists() and config is None:
+        if not overrides:
+            return Run.open(run_dir)  # resume with the saved config
+        return Run.open(run_dir, load_config(run_dir / "config.yaml", overrides))
     cfg = load_config(config, overrides or [])
     return Run.open(run_dir or Path("runs") / cfg.name, cfg)
 
