@@ -113,3 +113,37 @@ class GeneratedChain(_Record):
     steps: tuple[GeneratedStep, ...]
     answer: str | None  # the X of "So the answer is X", None if the chain states no answer
     answer_correct: bool
+
+
+# --- Internal confidence (method.md section 2) --------------------------------------------------
+
+class StepSignals(_Record):
+    """The four raw uncertainty signals of one step, from one teacher-forced forward pass.
+
+    `token_start`/`token_end` index the step's tokens in the response (end exclusive).
+    U_LNLP (perplexity) , U_MTE (mean entropy) and U_TokenSAR are uncertainties (high = unsure);
+    U_CLIPScore is a similarity (high = grounded). Any signal may be None when not computed.
+    """
+
+    example_id: str
+    step_index: int = Field(ge=0)
+    text: str
+    token_start: int = Field(ge=0)
+    token_end: int = Field(ge=0)
+    lnlp: float | None = None
+    mte: float | None = None
+    token_sar: float | None = None
+    clip_score: float | None = None
+    correct: bool | None = None
+
+
+class StepConfidence(_Record):
+    """A step's normalised per-signal confidences (in [0, 1], high = confident), the fused
+    confidence and its level (1 = least confident .. 5 = most)."""
+
+    example_id: str
+    step_index: int = Field(ge=0)
+    confidences: dict[str, float]
+    fused: float = Field(ge=0, le=1)
+    level: int = Field(ge=1, le=5)
+    correct: bool | None = None
