@@ -27,7 +27,7 @@ def finished_run(tmp_path_factory):
 
 def test_pipeline_writes_every_stage(finished_run):
     run = finished_run
-    for stage in ("data", "base", "evaluate"):
+    for stage in ("data", "base", "estimate", "evaluate"):
         assert run.is_complete(stage), stage
     assert (run.root / "base" / "model" / "model.safetensors").exists()
     assert (run.root / "base" / "clip").is_dir()
@@ -38,6 +38,25 @@ def test_pipeline_writes_every_stage(finished_run):
     assert len(chains) == 8
     assert "config.yaml" in {p.name for p in run.root.iterdir()}
     assert "stage base: done" in (run.root / "logs" / "run.log").read_text()
+
+
+def test_estimate_writes_scored_steps_for_every_generated_step(finished_run):
+    from mmboundary.confidence.fusion import Levels, Normalizer
+
+    est = finished_run.root / "estimate"
+    Normalizer.load(est / "normalizer.json")
+    levels = Levels.load(est / "levels.json")
+    for split in ("train", "test", "ood"):
+        chains = [json.loads(x) for x in (est / f"chains_{split}.jsonl").read_text().splitlines()]
+        steps = [json.loads(x) for x in (est / f"steps_{split}.jsonl").read_text().splitlines()]
+        assert len(steps) == sum(len(c["steps"]) for c in chains)
+        for st in steps:
+            assert st["lnlp"] >= 1.0 and st["mte"] >= 0.0 and st["token_sar"] >= 0.0
+            assert 0.0 <= st["clip_score"] <= 1.0
+            assert 0.0 <= st["fused"] <= 1.0 and st["level"] == levels.level(st["fused"])
+            assert st["correct"] in (True, False)
+    metrics = json.loads((finished_run.root / "evaluate" / "metrics.json").read_text())
+    assert "fused" in metrics["test"]["vanilla_internal_confidence"]
 
 
 def test_resume_skips_finished_stages_and_reruns_unfinished(finished_run, monkeypatch):

@@ -76,6 +76,7 @@ def _stage_command(name: str, doc: str):
 
 _stage_command("data", "Stage data: generate the built-in benchmark, or validate and copy a dataset.")
 _stage_command("base", "Stage base: train the vanilla VLM and the CLIP model (skipped for checkpoints).")
+_stage_command("estimate", "Stage estimate: vanilla chains, the four internal-confidence signals per step, fusion and levels.")
 _stage_command("evaluate", "Stage evaluate: greedy chains on the test/OOD splits, accuracy table.")
 
 

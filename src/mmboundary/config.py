@@ -15,6 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mmboundary.confidence.fusion import FusionConfig
 from mmboundary.data.benchmark.spec import BenchmarkSpec
 from mmboundary.errors import ConfigError
 from mmboundary.models.spec import ClipSpec, ModelSpec
@@ -104,7 +105,27 @@ class EvaluateConfig(_Section):
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples of each split.")
 
 
-STAGES = ("data", "base", "evaluate")
+class EstimateConfig(_Section):
+    """Stage `estimate`: the vanilla model's chains and per-step internal confidence (section 2).
+
+    The normaliser and the level thresholds are fitted on the train split's steps and reused on
+    every other split (and later by RL and evaluation)."""
+
+    splits: list[Literal["train", "test", "ood"]] = Field(default_factory=lambda: ["train", "test", "ood"])
+    train_examples: int | None = Field(
+        None, gt=0, description="Use only the first N train examples (None: all).")
+    limit: int | None = Field(None, gt=0, description="Use only the first N examples of test/ood.")
+    batch_size: int = Field(16, gt=0, description="Chains per teacher-forced forward pass.")
+    signals: list[Literal["lnlp", "mte", "token_sar", "clip_score"]] = Field(
+        default_factory=lambda: ["lnlp", "mte", "token_sar", "clip_score"])
+    similarity_model: str | None = Field(
+        None, description="TokenSAR's sentence similarity g: a sentence-transformers model path; "
+        "**[choice]** None = the offline all-MiniLM-L6-v2 encoder (cosine).")
+    similarity_kind: Literal["bi-encoder", "cross-encoder"] = "bi-encoder"
+    fusion: FusionConfig = Field(default_factory=FusionConfig)
+
+
+STAGES = ("data", "base", "estimate", "evaluate")
 
 
 class RunConfig(_Section):
@@ -113,12 +134,13 @@ class RunConfig(_Section):
     name: str = "default"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    stages: list[Literal["data", "base", "evaluate"]] = Field(default_factory=lambda: list(STAGES))
+    stages: list[Literal["data", "base", "estimate", "evaluate"]] = Field(default_factory=lambda: list(STAGES))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     clip: ClipSpec = Field(default_factory=ClipSpec)
     base: BaseStageConfig = Field(default_factory=BaseStageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    estimate: EstimateConfig = Field(default_factory=EstimateConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 

@@ -4,6 +4,9 @@ only what earlier stages wrote to the run directory, and its marker is written l
     data      -> data/{train,test,ood}.jsonl   (the built-in benchmark, or a validated copy of
                                                  the user's files, in the JSONL format)
     base      -> base/model/, base/clip/       (vanilla VLM and CLIP; skipped for checkpoints)
+    estimate  -> estimate/chains_<split>.jsonl, steps_<split>.jsonl (four signals, normalised
+                 confidences, fused confidence, level, exact correctness), normalizer.json,
+                 levels.json (fitted on train), signals.json (AUROC/ECE per signal)
     evaluate  -> evaluate/chains_<split>.jsonl, evaluate/metrics.json
 """
 
@@ -25,7 +28,7 @@ from mmboundary.data.jsonl import read_examples, write_examples
 from mmboundary.errors import RunError
 from mmboundary.progress import progress_enabled
 from mmboundary.records import Example
-from mmboundary.runs import Run, atomic_write_json
+from mmboundary.runs import Run, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("mmboundary.pipeline")
 console = Console(stderr=True)
@@ -104,6 +107,103 @@ def stage_base(run: Run) -> dict:
     return summary
 
 
+def write_jsonl(path: Path, records) -> None:
+    """Records (pydantic models) as JSONL, atomically."""
+    from mmboundary.runs import atomic_write_text
+
+    atomic_write_text(path, "".join(r.model_dump_json() + "\n" for r in records))
+
+
+def read_chains(path: Path):
+    from mmboundary.records import GeneratedChain
+
+    return [GeneratedChain.model_validate_json(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def signal_metrics(steps, confidences) -> dict:
+    """AUROC and ECE against step correctness of each normalised signal, the fused confidence,
+    and the level probability p(level), over steps whose correctness is known."""
+    from mmboundary.confidence.fusion import level_probability
+    from mmboundary.evaluation.calibration import calibration_report
+
+    known = [(s, c) for s, c in zip(steps, confidences) if s.correct is not None]
+    if not known:
+        return {}
+    y = [int(s.correct) for s, _ in known]
+    columns: dict[str, list[float]] = {}
+    for name in known[0][1].confidences:
+        columns[name] = [c.confidences[name] for _, c in known]
+    columns["fused"] = [c.fused for _, c in known]
+    columns["level"] = [level_probability(c.level) for _, c in known]
+    out = {}
+    for name, values in columns.items():
+        r = calibration_report(values, y)
+        out[name] = {"auroc": r.auroc, "ece": r.ece, "brier": r.brier}
+    out["n_steps"] = len(known)
+    out["step_accuracy"] = sum(y) / len(y)
+    return out
+
+
+def stage_estimate(run: Run) -> dict:
+    """Generate the vanilla model's chains, compute the four signals per step, fit the
+    normaliser and the levels on train, score every split."""
+    cfg = run.config
+    ecfg = cfg.estimate
+    from mmboundary.confidence.estimator import estimate_signals
+    from mmboundary.confidence.fusion import fit_levels, fit_normalizer, fuse_steps, score_steps
+    from mmboundary.confidence.similarity import SentenceSimilarity
+    from mmboundary.generation import generate_chains
+    from mmboundary.models import load_clip, load_vlm
+
+    out = run.begin_stage("estimate")
+    device = make_accelerator(cfg).device
+    vlm = load_vlm(resolve_vlm_path(run), cfg.model)
+    vlm.model.to(device)
+    clip = None
+    if "clip_score" in ecfg.signals:
+        clip = load_clip(cfg.clip.path or run.require("base") / "clip")
+        clip.model.to(device)
+    similarity = SentenceSimilarity(ecfg.similarity_model, kind=ecfg.similarity_kind) \
+        if "token_sar" in ecfg.signals else None
+    splits = ["train"] + [s for s in ecfg.splits if s != "train" and s in split_names(run)]
+    per_split = {}
+    for split in splits:
+        limit = ecfg.train_examples if split == "train" else ecfg.limit
+        examples = load_split(run, split, limit)
+        chains = generate_chains(vlm, examples, cfg.generation, description=f"estimate: generate {split}")
+        write_jsonl(out / f"chains_{split}.jsonl", chains)
+        steps = estimate_signals(vlm, clip, similarity, examples, chains, batch_size=ecfg.batch_size,
+                                 signals=tuple(ecfg.signals))
+        per_split[split] = steps
+    normalizer = fit_normalizer(per_split["train"])
+    normalizer.save(out / "normalizer.json")
+    levels = fit_levels(fuse_steps(per_split["train"], normalizer, ecfg.fusion), kind=ecfg.fusion.levels)
+    levels.save(out / "levels.json")
+    report = {}
+    for split, steps in per_split.items():
+        scored = score_steps(steps, normalizer, levels, ecfg.fusion)
+        atomic_write_text(out / f"steps_{split}.jsonl", "".join(
+            json.dumps({**s.model_dump(mode="json"), **{k: v for k, v in c.model_dump(mode="json").items()
+                                                          if k in ("confidences", "fused", "level")}}) + "\n"
+            for s, c in zip(steps, scored)))
+        report[split] = signal_metrics(steps, scored)
+    atomic_write_json(out / "signals.json", report)
+    print_signal_table(report)
+    return {"steps": {k: len(v) for k, v in per_split.items()}}
+
+
+def print_signal_table(report: dict) -> None:
+    table = Table(title="internal confidence vs step correctness (AUROC / ECE)")
+    table.add_column("split")
+    names = ["lnlp", "mte", "token_sar", "clip_score", "fused", "level"]
+    for n in names:
+        table.add_column(n, justify="right")
+    for split, m in report.items():
+        table.add_row(split, *[(f"{m[n]['auroc']:.3f} / {m[n]['ece']:.3f}" if n in m and m[n]["auroc"] is not None
+                                else "-") for n in names])
+    Console().print(table)
+
+
 def resolve_vlm_path(run: Run) -> str:
     """The vanilla model of a run: the base stage's, else the configured checkpoint."""
     d = base_model_dir(run)
@@ -134,6 +234,12 @@ def stage_evaluate(run: Run) -> dict:
             for c in chains:
                 f.write(c.model_dump_json() + "\n")
         results[split] = {"vanilla": accuracy_summary(chains)}
+    if run.is_complete("estimate"):
+        signals = json.loads((run.stage_dir("estimate") / "signals.json").read_text("utf-8"))
+        for split in results:
+            if split in signals:
+                results[split]["vanilla_internal_confidence"] = signals[split]
+        print_signal_table({k: v for k, v in signals.items() if k in results})
     atomic_write_json(out / "metrics.json", results)
     print_results(results)
     return {"splits": list(results)}
@@ -151,6 +257,8 @@ def print_results(results: dict[str, dict]) -> None:
 
     for split, models in results.items():
         for name, m in models.items():
+            if "answer_accuracy" not in m:
+                continue
             table.add_row(split, name, f(m["examples"]), f(m["answer_accuracy"]), f(m["step_accuracy"]),
                           f(m["steps_per_chain"]), f(m["answered"]))
     Console().print(table)
@@ -159,6 +267,7 @@ def print_results(results: dict[str, dict]) -> None:
 STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
     "data": stage_data,
     "base": stage_base,
+    "estimate": stage_estimate,
     "evaluate": stage_evaluate,
 }
 
