@@ -26,10 +26,9 @@ from transformers import (
     CLIPConfig,
     CLIPModel,
     CLIPTextConfig,
-    CLIPVisionConfig,
 )
 
-from mmboundary.models.factory import _image_processor
+from mmboundary.models.factory import _image_processor, small_vision_config
 from mmboundary.models.spec import ClipSpec
 from mmboundary.models.vlm import ImageLike, load_image
 
@@ -150,15 +149,7 @@ def build_clip(tokenizer, spec: ClipSpec | None = None, *, seed: int | None = No
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=end,
     )
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden_size,
-        intermediate_size=spec.vision_intermediate_size,
-        num_hidden_layers=spec.vision_num_layers,
-        num_attention_heads=spec.vision_num_heads,
-        patch_size=spec.patch_size,
-        image_size=spec.image_size,
-        projection_dim=spec.projection_dim,
-    )
+    vision = small_vision_config(spec, projection_dim=spec.projection_dim)
     config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(),
                         projection_dim=spec.projection_dim)
     with torch.random.fork_rng(devices=[]):

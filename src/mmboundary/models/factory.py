@@ -130,6 +130,20 @@ def _llava_config(tokenizer, spec: ModelSpec, vision: CLIPVisionConfig, text_con
     )
 
 
+def small_vision_config(spec, **extra) -> CLIPVisionConfig:
+    """The CLIP ViT of a `ModelSpec` (tiny VLM) or a `ClipSpec` (the project's CLIP): both name
+    their vision tower's sizes the same way, so the two towers can share weights."""
+    return CLIPVisionConfig(
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=spec.vision_intermediate_size,
+        num_hidden_layers=spec.vision_num_layers,
+        num_attention_heads=spec.vision_num_heads,
+        patch_size=spec.patch_size,
+        image_size=spec.image_size,
+        **extra,
+    )
+
+
 def build_tiny(tokenizer, spec: ModelSpec | None = None, *, seed: int | None = None) -> VLM:
     """A tiny LLaVA from scratch: CLIP vision tower + 2-layer projector + Llama text model with
     the given tokenizer (see `train_tokenizer`; it must have `<image>`, bos, eos and pad).
@@ -139,14 +153,7 @@ def build_tiny(tokenizer, spec: ModelSpec | None = None, *, seed: int | None = N
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
         if getattr(tokenizer, name) is None:
             raise ValueError(f"build_tiny: the tokenizer has no {name[:-3]}")
-    vision = CLIPVisionConfig(
-        hidden_size=spec.vision_hidden_size,
-        intermediate_size=spec.vision_intermediate_size,
-        num_hidden_layers=spec.vision_num_layers,
-        num_attention_heads=spec.vision_num_heads,
-        patch_size=spec.patch_size,
-        image_size=spec.image_size,
-    )
+    vision = small_vision_config(spec)
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.text_hidden_size,
