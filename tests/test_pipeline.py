@@ -55,6 +55,7 @@ def test_estimate_writes_scored_steps_for_every_generated_step(finished_run):
             assert 0.0 <= st["clip_score"] <= 1.0
             assert 0.0 <= st["fused"] <= 1.0 and st["level"] == levels.level(st["fused"])
             assert st["correct"] in (True, False)
+    assert (est / "reliability_fused_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((finished_run.root / "evaluate" / "metrics.json").read_text())
     assert "fused" in metrics["test"]["vanilla_internal_confidence"]
 

@@ -187,6 +187,13 @@ def stage_estimate(run: Run) -> dict:
                                                           if k in ("confidences", "fused", "level")}}) + "\n"
             for s, c in zip(steps, scored)))
         report[split] = signal_metrics(steps, scored)
+        known = [c for c in scored if c.correct is not None]
+        if known:
+            from mmboundary.evaluation.plots import reliability_diagram
+
+            reliability_diagram([c.fused for c in known], [int(c.correct) for c in known],
+                                out / f"reliability_fused_{split}.png",
+                                title=f"fused internal confidence, {split} steps")
     atomic_write_json(out / "signals.json", report)
     print_signal_table(report)
     return {"steps": {k: len(v) for k, v in per_split.items()}}
