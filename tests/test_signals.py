@@ -328,8 +328,16 @@ def test_estimate_signals_end_to_end(vlm, clip, similarity, examples_and_chains,
     examples, chains = examples_and_chains
     counting = CountingEncoder(similarity.model)
     monkeypatch.setattr(similarity, "model", counting)
+    monkeypatch.setattr(similarity, "cache_size", 0)  # no cache: one encoder call per batch
+    similarity._cache.clear()
+    uncached = estimate_signals(vlm, clip, similarity, examples, chains, batch_size=4, progress=False)
+    assert counting.calls == 2  # 6 chains, batches of 4 and 2
+    monkeypatch.setattr(similarity, "cache_size", 200_000)
+    counting.calls = 0
     records = estimate_signals(vlm, clip, similarity, examples, chains, batch_size=4, progress=False)
-    assert counting.calls == 2  # one encoder call per batch (6 chains, batches of 4 and 2)
+    # the second batch only repeats sentences of the first (the fixture cycles 3 chains): cached
+    assert counting.calls == 1
+    assert [r.token_sar for r in records] == pytest.approx([r.token_sar for r in uncached], rel=1e-6)
     assert len(records) == sum(len(c.steps) for c in chains)
     k = 0
     for c in chains:

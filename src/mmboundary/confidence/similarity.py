@@ -10,7 +10,9 @@
 
 `pairwise` scores a whole list of pairs with ONE encoder call (`encode` / `predict`, which batch
 internally): a bi-encoder embeds the distinct sentences of all pairs once, so a sentence shared
-by many pairs (the full step of TokenSAR's removals) is embedded once. `calls` counts those calls.
+by many pairs (the full step of TokenSAR's removals) is embedded once, and kept in a cache
+(`cache_size` strings) so that later batches embed only strings never seen before.
+`calls` counts the encoder calls actually made (at most one per `pairwise`).
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ class SentenceSimilarity:
     """
 
     def __init__(self, model: str | Path | None = None, *, kind: Kind = "bi-encoder",
-                 cross_encoder: bool | None = None, device: str | None = None, batch_size: int = 128):
+                 cross_encoder: bool | None = None, device: str | None = None, batch_size: int = 128,
+                 cache_size: int = 200_000):
         from sentence_transformers import CrossEncoder, SentenceTransformer
 
         if cross_encoder is not None:
@@ -57,6 +60,10 @@ class SentenceSimilarity:
         cls = CrossEncoder if self.cross_encoder else SentenceTransformer
         self.model = cls(self.path, device=device)
         self.calls = 0
+        # Embeddings of strings already seen (bi-encoder): chains repeat the same sentences and
+        # TokenSAR's removals often, so each distinct string is embedded once per estimator.
+        self.cache_size = cache_size
+        self._cache: dict[str, np.ndarray] = {}
 
     def embed(self, sentences: Sequence[str]) -> np.ndarray:
         """L2-normalised embeddings (N, D), float32, in one encoder call (bi-encoder only)."""
@@ -83,10 +90,16 @@ class SentenceSimilarity:
             scores = scores[:, 0]
         else:
             unique = list(dict.fromkeys(s for pair in pairs for s in pair))
-            index = {s: i for i, s in enumerate(unique)}
-            emb = self.embed(unique).astype(np.float64)
-            a = emb[[index[p[0]] for p in pairs]]
-            b = emb[[index[p[1]] for p in pairs]]
+            new = [s for s in unique if s not in self._cache]
+            fresh = dict(zip(new, self.embed(new))) if new else {}
+            if len(self._cache) + len(fresh) <= self.cache_size:
+                self._cache.update(fresh)
+
+            def vec(s: str) -> np.ndarray:
+                return (fresh[s] if s in fresh else self._cache[s]).astype(np.float64)
+
+            a = np.stack([vec(p[0]) for p in pairs])
+            b = np.stack([vec(p[1]) for p in pairs])
             scores = (a * b).sum(-1)
         return np.clip(scores, 0.0, 1.0)
 
