@@ -20,14 +20,13 @@ from mmboundary.steps import split_steps
 
 def chain_record(example: Example, text: str) -> GeneratedChain:
     """Split, check and score one generated chain."""
+    check = None
+    if example.scene is not None:
+        from mmboundary.data.benchmark import check_step as check
     steps = []
     for s, e in split_steps(text):
         sentence = text[s:e]
-        correct = None
-        if example.scene is not None:
-            from mmboundary.data.benchmark import check_step
-
-            correct = check_step(sentence, example)
+        correct = check(sentence, example) if check is not None else None
         steps.append(GeneratedStep(text=sentence, start=s, end=e, correct=correct))
     answer = extract_answer(text)
     return GeneratedChain(example_id=example.id, text=text, steps=tuple(steps), answer=answer,

@@ -33,11 +33,14 @@ ImageLike = Image.Image | str | Path
 
 
 def load_image(image: ImageLike) -> Image.Image:
-    """A PIL RGB image from a PIL image or a file path."""
+    """A PIL RGB image from a PIL image or a file path (paths go through the loaders' checked
+    `mmboundary.data.images.load_image`: size limit, transparency onto white, errors naming
+    the file)."""
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
-    with Image.open(image) as im:
-        return im.convert("RGB")
+    from mmboundary.data.images import load_image as load_image_file
+
+    return load_image_file(image)
 
 
 def question_text(question: str, choices: Sequence[str] | None) -> str:
