@@ -28,7 +28,7 @@ from mmboundary.data.jsonl import read_examples, write_examples
 from mmboundary.errors import RunError
 from mmboundary.progress import progress_enabled
 from mmboundary.records import Example
-from mmboundary.runs import Run, atomic_write_json, atomic_write_text
+from mmboundary.runs import MARKER, Run, atomic_write_json, atomic_write_text
 
 log = logging.getLogger("mmboundary.pipeline")
 console = Console(stderr=True)
@@ -286,7 +286,7 @@ def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
             console.print(f"[dim]stage {stage}: complete, skipped[/dim]")
             log.info("stage %s: complete, skipped", stage)
             return None
-        (run.stage_dir(stage) / "COMPLETE").unlink()
+        (run.stage_dir(stage) / MARKER).unlink()
     console.print(f"[bold cyan]stage {stage}[/bold cyan]")
     log.info("stage %s: start", stage)
     started = time.time()

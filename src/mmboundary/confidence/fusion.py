@@ -26,7 +26,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -66,12 +66,24 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-def _load_json(cls: type[BaseModel], path: str | Path, what: str):
-    path = Path(path)
-    try:
-        return cls.model_validate_json(path.read_text(encoding="utf-8"))
-    except ValidationError as e:
-        raise ValueError(f"{path}: not a valid {what} file:\n{e}") from e
+class _Fitted(_Model):
+    """A record fitted on a corpus and saved with the run as JSON (`_what` names it in errors)."""
+
+    _what: ClassVar[str] = "fitted"
+
+    def save(self, path: str | Path) -> Path:
+        """Write the record as JSON (atomically); return the path."""
+        path = Path(path)
+        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path):
+        path = Path(path)
+        try:
+            return cls.model_validate_json(path.read_text(encoding="utf-8"))
+        except ValidationError as e:
+            raise ValueError(f"{path}: not a valid {cls._what} file:\n{e}") from e
 
 
 def _check_signal_name(name: str, where: str) -> None:
@@ -107,7 +119,7 @@ class SignalRange(_Model):
         return self
 
 
-class Normalizer(_Model):
+class Normalizer(_Fitted):
     """Per-signal min-max normalisation to a confidence in [0, 1] (method.md section 2).
 
     - **[choice]** lo and hi of each signal are its `q_low` and `q_high` quantiles (default 1%
@@ -121,6 +133,7 @@ class Normalizer(_Model):
       asking for its confidence is an error.
     """
 
+    _what: ClassVar[str] = "normaliser"
     q_low: float = Field(default=0.01, ge=0.0, le=1.0)
     q_high: float = Field(default=0.99, ge=0.0, le=1.0)
     ranges: dict[str, SignalRange]
@@ -179,15 +192,6 @@ class Normalizer(_Model):
                                  f"{e}") from e
         return out
 
-    def save(self, path: str | Path) -> Path:
-        """Write the normaliser as JSON (atomically); return the path."""
-        path = Path(path)
-        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Normalizer":
-        return _load_json(cls, path, "normaliser")
 
 
 def fit_normalizer(signals: Sequence[StepSignals], q_low: float = 0.01,
@@ -316,7 +320,7 @@ def fuse(confidences: Mapping[str, float], cfg: FusionConfig | None = None) -> f
 
 # --- 3. Levels ----------------------------------------------------------------------------------
 
-class Levels(_Model):
+class Levels(_Fitted):
     """Four non-decreasing thresholds t1 <= t2 <= t3 <= t4 that cut fused confidence into five
     levels: c < t1 -> 1, t1 <= c < t2 -> 2, ..., c >= t4 -> 5.
 
@@ -325,6 +329,7 @@ class Levels(_Model):
     confidences for both kinds).
     """
 
+    _what: ClassVar[str] = "levels"
     kind: Literal["meanstd", "quantile"]
     thresholds: tuple[float, float, float, float]
     mean: float
@@ -345,15 +350,6 @@ class Levels(_Model):
         v = _check_unit(c, "Levels.level")
         return 1 + bisect_right(self.thresholds, v)
 
-    def save(self, path: str | Path) -> Path:
-        """Write the levels as JSON (atomically); return the path."""
-        path = Path(path)
-        atomic_write_text(path, self.model_dump_json(indent=2) + "\n")
-        return path
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Levels":
-        return _load_json(cls, path, "levels")
 
 
 def fit_levels(fused_values: Sequence[float] | np.ndarray,

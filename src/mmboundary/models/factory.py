@@ -5,6 +5,7 @@ checkpoint saved by `VLM.save` loads with `AutoModelForImageTextToText` + `AutoP
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -119,7 +120,7 @@ def _llava_config(tokenizer, spec: ModelSpec, vision: CLIPVisionConfig, text_con
     if image_token_id is None or image_token_id == tokenizer.unk_token_id:
         raise ValueError(f"the tokenizer has no {IMAGE_TOKEN} token")
     n_image_tokens = (spec.image_size // spec.patch_size) ** 2
-    return LlavaConfig(
+    config = LlavaConfig(
         vision_config=vision,
         text_config=text_config,
         image_token_index=image_token_id,
@@ -128,6 +129,17 @@ def _llava_config(tokenizer, spec: ModelSpec, vision: CLIPVisionConfig, text_con
         vision_feature_layer=-1,
         projector_hidden_act="gelu",
     )
+    if spec.attn_implementation:
+        config._attn_implementation = spec.attn_implementation
+    return config
+
+
+@contextlib.contextmanager
+def _seeded(spec: ModelSpec, seed: int | None):
+    """Initialise weights under `seed` (default `spec.seed`) without touching the caller's RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed if seed is None else seed)
+        yield
 
 
 def small_vision_config(spec, **extra) -> CLIPVisionConfig:
@@ -166,12 +178,8 @@ def build_tiny(tokenizer, spec: ModelSpec | None = None, *, seed: int | None = N
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    config = _llava_config(tokenizer, spec, vision, text)
-    if spec.attn_implementation:
-        config._attn_implementation = spec.attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed if seed is None else seed)
-        model = LlavaForConditionalGeneration(config)
+    with _seeded(spec, seed):
+        model = LlavaForConditionalGeneration(_llava_config(tokenizer, spec, vision, text))
     model.to(_dtype(spec.dtype))
     model.eval()
     vlm = VLM(model=model, processor=_llava_processor(tokenizer, spec, TINY_CHAT_TEMPLATE), kind="tiny",
@@ -199,12 +207,8 @@ def build_smol(spec: ModelSpec | None = None, *, seed: int | None = None) -> VLM
         image_size=spec.image_size,
     )
     text = LlamaConfig.from_dict(lm.config.to_dict())
-    config = _llava_config(tokenizer, spec, vision, text)
-    if spec.attn_implementation:
-        config._attn_implementation = spec.attn_implementation
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(spec.seed if seed is None else seed)
-        model = LlavaForConditionalGeneration(config)
+    with _seeded(spec, seed):
+        model = LlavaForConditionalGeneration(_llava_config(tokenizer, spec, vision, text))
         model.model.language_model.load_state_dict(lm.model.state_dict(), strict=True)
         model.lm_head.load_state_dict(lm.lm_head.state_dict())
         n_old = model.get_input_embeddings().weight.shape[0]
