@@ -97,12 +97,19 @@ class GeneratedStep(_Record):
 
     `correct` is the step's truth when it can be decided (exactly via the benchmark's checker,
     or by matching to the reference chain), else None.
+
+    For a model that writes confidence statements (method.md section 1), `text` is the step
+    with its statement removed (`start`/`end` still span the whole sentence in the chain text),
+    `statement` the clause after its last comma, and `level` the level that clause maps back to
+    (None: no statement, or one that maps to no level: a format failure, never filled in).
     """
 
     text: str
     start: int
     end: int
     correct: bool | None = None
+    statement: str | None = None
+    level: int | None = Field(None, ge=1, le=5)
 
 
 class GeneratedChain(_Record):

@@ -87,15 +87,22 @@ class Run:
     def is_complete(self, stage: str) -> bool:
         return (self.stage_dir(stage) / MARKER).is_file()
 
-    def begin_stage(self, stage: str) -> Path:
-        """An empty folder for a stage that has not completed (leftovers of an interrupted
-        attempt are removed)."""
+    def begin_stage(self, stage: str, keep: tuple[str, ...] = ()) -> Path:
+        """An empty folder for a stage that has not completed: leftovers of an interrupted
+        attempt are removed, except the entries named in `keep` (a resumable stage keeps its
+        `checkpoints`)."""
         d = self.stage_dir(stage)
         if self.is_complete(stage):
             raise RunError(f"stage {stage!r} of {self.root} is already complete")
         if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
+            for p in d.iterdir():
+                if p.name in keep:
+                    continue
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                else:
+                    p.unlink()
+        d.mkdir(parents=True, exist_ok=True)
         return d
 
     def mark_complete(self, stage: str, summary: dict | None = None, started: float | None = None) -> None:

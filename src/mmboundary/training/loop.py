@@ -4,13 +4,22 @@ AdamW, linear warm-up then cosine decay, gradient clipping, seeded shuffling. Th
 model's own (`model(**batch).loss`) unless a `loss_fn` is given; for causal LMs the batch's
 `labels` are -100 outside the response, so the loss is on response tokens only.
 Non-finite losses are not applied to the weights (the step is skipped and counted).
+
+Resumable: with `checkpoint_dir`, every `save_every` optimiser steps the trainable weights
+(safetensors), the optimiser and scheduler states, the batch order, the random generators and
+the loss curve are written to `checkpoint_dir/step-N` (through a temporary folder renamed into
+place, so a checkpoint is whole or absent), and older checkpoints are removed. Called again
+with the same arguments, training continues from the newest whole checkpoint and ends with
+the same weights as an uninterrupted run (on CPU).
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
@@ -46,8 +55,12 @@ def train_supervised(
     accelerator: Accelerator,
     description: str = "train",
     loss_fn: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] | None = None,
+    checkpoint_dir: Path | None = None,
+    save_every: int | None = None,
 ) -> dict[str, Any]:
-    """Train `model` in place; returns a summary with the loss curve (one value per log step)."""
+    """Train `model` in place; returns a summary with the loss curve (one value per log step).
+
+    With `checkpoint_dir` (and `save_every`), resumable as described in the module docstring."""
     if not items:
         raise ValueError(f"{description}: no training items")
     steps = total_steps(len(items), cfg)
@@ -62,13 +75,21 @@ def train_supervised(
     model, opt = accelerator.prepare(model, opt)
     model.train()
     gen = torch.Generator().manual_seed(seed)
-    order: list[int] = []
-    curve: list[float] = []
-    skipped = 0
-    running = 0.0
+    state = {"step": 0, "order": [], "curve": [], "skipped": 0, "running": 0.0}
+    resumed_from = None
+    if checkpoint_dir is not None:
+        latest = latest_checkpoint(checkpoint_dir)
+        if latest is not None:
+            state = load_checkpoint(latest, accelerator.unwrap_model(model), opt, sched, gen)
+            resumed_from = latest.name
+            log.info("%s: resumed from %s", description, latest)
+    order: list[int] = state["order"]
+    curve: list[float] = state["curve"]
+    skipped: int = state["skipped"]
+    running: float = state["running"]
     with make_progress() as progress:
-        task = progress.add_task(description, total=steps, info="")
-        for step in range(steps):
+        task = progress.add_task(description, total=steps, info="", completed=state["step"])
+        for step in range(state["step"], steps):
             if len(order) < cfg.batch_size:
                 order += torch.randperm(len(items), generator=gen).tolist()
             idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
@@ -95,6 +116,77 @@ def train_supervised(
                 progress.update(task, info=f"loss {running / k:.3f}")
                 running = 0.0
             progress.advance(task)
+            if checkpoint_dir is not None and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+                save_checkpoint(checkpoint_dir, step + 1, accelerator.unwrap_model(model), opt, sched, gen,
+                                {"order": order, "curve": curve, "skipped": skipped, "running": running})
     model.eval()
-    return {"steps": steps, "final_loss": curve[-1] if curve else None, "loss_curve": curve,
-            "skipped_nonfinite": skipped}
+    summary = {"steps": steps, "final_loss": curve[-1] if curve else None, "loss_curve": curve,
+               "skipped_nonfinite": skipped}
+    if resumed_from is not None:
+        summary["resumed_from"] = resumed_from
+    return summary
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest whole checkpoint `step-N` under `directory` (None if there is none)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return None
+    found = [(int(p.name.split("-", 1)[1]), p) for p in directory.iterdir()
+             if p.is_dir() and p.name.startswith("step-") and p.name.split("-", 1)[1].isdigit()
+             and (p / "trainer_state.pt").is_file()]
+    return max(found)[1] if found else None
+
+
+def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, opt, sched, gen: torch.Generator,
+                    extra: dict[str, Any]) -> Path:
+    """Write checkpoint `step-<step>` atomically (temporary folder, then rename) and remove
+    older ones. Trainable weights as safetensors; the rest as tensors and plain values only,
+    so loading needs no unpickling of code (`torch.load(weights_only=True)`)."""
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    final = directory / f"step-{step}"
+    tmp = directory / f".tmp-step-{step}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+    save_file(weights, str(tmp / "trainable.safetensors"))
+    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                "order": list(extra["order"]), "curve": list(extra["curve"]),
+                "skipped": int(extra["skipped"]), "running": float(extra["running"])},
+               tmp / "trainer_state.pt")
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    for p in directory.iterdir():
+        if p != final and p.is_dir() and p.name.startswith("step-"):
+            shutil.rmtree(p)
+    return final
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.Generator) -> dict[str, Any]:
+    """Restore a checkpoint written by `save_checkpoint` into `model`, `opt`, `sched`, `gen`."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(path / "trainable.safetensors"))
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
+    if missing or any(n not in params for n in weights):
+        raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, "
+                         f"unexpected {[n for n in weights if n not in params][:3]})")
+    with torch.no_grad():
+        for n, w in weights.items():
+            params[n].copy_(w.to(params[n].device, params[n].dtype))
+    st = torch.load(path / "trainer_state.pt", weights_only=True)
+    opt.load_state_dict(st["optimizer"])
+    sched.load_state_dict(st["scheduler"])
+    gen.set_state(st["generator"])
+    torch.set_rng_state(st["torch_rng"])
+    return {"step": st["step"], "order": list(st["order"]), "curve": list(st["curve"]),
+            "skipped": st["skipped"], "running": st["running"]}
