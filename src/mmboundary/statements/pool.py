@@ -1,24 +1,70 @@
-"""The confidence-statement pool (method.md section 3): a data file of this project."""
+"""The confidence-statement pool (method.md section 3): a data file of this project.
+
+`pool.yaml` maps each level 1..5 (1 = uncertain, 5 = fully confident) to the statements of that
+level. Every statement is a clause written after a step, `"{step without period}, {statement}."`,
+so it must not contain a comma (the parser splits a sentence at its last comma) nor end with
+sentence-final punctuation; statements are distinct across the whole pool. `load_pool` checks this.
+"""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from importlib import resources
+from pathlib import Path
 
 import yaml
 
 LEVELS = (1, 2, 3, 4, 5)
 
+_FINAL_PUNCT = re.compile(r"[.!?;:]\s*$")
+
+
+def normalise(statement: str) -> str:
+    """Key under which statements are compared exactly: lower case, single spaces, no final punctuation."""
+    text = " ".join(str(statement).split()).lower()
+    return text.rstrip(".!?;: ").strip()
+
+
+def validate_pool(pool: dict[int, tuple[str, ...]]) -> None:
+    """Raise ValueError unless `pool` defines every level with distinct, comma-free statements."""
+    if sorted(pool) != list(LEVELS):
+        raise ValueError(f"statement pool must define levels {LEVELS}, got {sorted(pool)}")
+    seen: dict[str, int] = {}
+    for level, statements in pool.items():
+        if not statements:
+            raise ValueError(f"statement pool: level {level} has no statements")
+        for s in statements:
+            if not s.strip():
+                raise ValueError(f"statement pool: empty statement at level {level}")
+            if "," in s:
+                raise ValueError(f"statement pool: {s!r} (level {level}) contains a comma")
+            if _FINAL_PUNCT.search(s):
+                raise ValueError(f"statement pool: {s!r} (level {level}) ends with punctuation")
+            key = normalise(s)
+            if key in seen:
+                raise ValueError(f"statement pool: {s!r} appears at levels {seen[key]} and {level}")
+            seen[key] = level
+
+
+def load_pool(path: str | Path | None = None) -> dict[int, tuple[str, ...]]:
+    """Level -> statements from a YAML file (default: the packaged `pool.yaml`), validated."""
+    if path is None:
+        text = resources.files("mmboundary.statements").joinpath("pool.yaml").read_text("utf-8")
+    else:
+        text = Path(path).read_text("utf-8")
+    raw = yaml.safe_load(text)
+    if not isinstance(raw, dict):
+        raise ValueError("statement pool: the YAML must map levels to lists of statements")
+    pool = {int(k): tuple(str(s).strip() for s in v) for k, v in raw.items()}
+    validate_pool(pool)
+    return dict(sorted(pool.items()))
+
 
 @lru_cache(maxsize=1)
 def default_pool() -> dict[int, tuple[str, ...]]:
-    """Level -> statements, read from the packaged `pool.yaml`."""
-    text = resources.files("mmboundary.statements").joinpath("pool.yaml").read_text("utf-8")
-    raw = yaml.safe_load(text)
-    pool = {int(k): tuple(str(s) for s in v) for k, v in raw.items()}
-    if sorted(pool) != list(LEVELS):
-        raise ValueError(f"statement pool must define levels {LEVELS}, got {sorted(pool)}")
-    return pool
+    """Level -> statements, read from the packaged `pool.yaml` (cached)."""
+    return load_pool()
 
 
 def all_statements() -> list[str]:
