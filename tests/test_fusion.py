@@ -368,3 +368,48 @@ def test_score_steps_with_ablation_and_missing_signals():
     # Levels of another kind than the config's are refused.
     with pytest.raises(ValueError, match="quantile.*meanstd"):
         score_steps(corpus[:3], norm, levels, FusionConfig(ablate=["clip_score"]))
+
+
+# --- Answer steps ---------------------------------------------------------------------------------
+
+def _text_step(i: int, example: str, text: str) -> StepSignals:
+    return StepSignals(example_id=example, step_index=i, text=text, token_start=0, token_end=1)
+
+
+def test_answer_step_takes_the_confidence_of_its_premises():
+    from mmboundary.confidence.fusion import answer_step_confidence, chain_runs
+
+    steps = [_text_step(0, "a", "There are 3 red circles."), _text_step(1, "a", "There is 1 blue square."),
+             _text_step(2, "a", "So the answer is 4."),
+             # a second chain of the same example (an RL sample): the index starts again
+             _text_step(0, "a", "So the answer is 2."),
+             _text_step(0, "b", "There are 2 circles."), _text_step(1, "b", "So the answer is 2."),
+             _text_step(2, "b", "There are 5 squares.")]
+    fused = [0.2, 0.6, 0.95, 0.9, 0.7, 0.99, 0.3]
+    assert chain_runs(steps) == [[0, 1, 2], [3], [4, 5, 6]]
+    assert answer_step_confidence(steps, fused, "own") == fused
+    # premises: mean of the earlier steps of the chain; a first-step answer keeps its own value
+    assert answer_step_confidence(steps, fused, "premises") == pytest.approx(
+        [0.2, 0.6, 0.4, 0.9, 0.7, 0.7, 0.3])
+    # weakest: min of the chain up to and including the answer step
+    assert answer_step_confidence(steps, fused, "weakest") == pytest.approx(
+        [0.2, 0.6, 0.2, 0.9, 0.7, 0.7, 0.3])
+    with pytest.raises(ValueError, match="3 steps but 2 fused"):
+        answer_step_confidence(steps[:3], fused[:2])
+
+
+def test_score_steps_levels_use_the_answer_step_rule():
+    corpus = corpus_0_to_100()
+    norm = fit_normalizer(corpus)
+    levels = fit_levels(fuse_steps(corpus, norm), kind="meanstd")
+    chain = [StepSignals(example_id="q", step_index=0, text="There are 9 circles.", token_start=0, token_end=1,
+                         lnlp=100.0, mte=100.0, token_sar=100.0, clip_score=0.0, correct=False),
+             StepSignals(example_id="q", step_index=1, text="So the answer is 9.", token_start=0, token_end=1,
+                         lnlp=0.0, mte=0.0, token_sar=0.0, clip_score=1.0, correct=False)]
+    own = score_steps(chain, norm, levels, FusionConfig(answer_step="own"))
+    prem = score_steps(chain, norm, levels, FusionConfig(answer_step="premises"))
+    # step 0: every signal at its least confident end -> fused 0; step 1 at its most -> 1
+    assert [r.fused for r in own] == pytest.approx([0.0, 1.0])
+    assert [r.fused for r in prem] == pytest.approx([0.0, 0.0])
+    assert prem[1].level == 1 and own[1].level == 5
+    assert prem[1].confidences == own[1].confidences  # per-signal values are the step's own

@@ -13,7 +13,7 @@ from mmboundary.runs import Run
 SMALL = [
     "data.benchmark.n_train=48", "data.benchmark.n_test=8", "data.benchmark.n_ood=8",
     "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
-    "generation.max_new_tokens=12",
+    "generation.max_new_tokens=12", "sft.train.max_steps=3", "sft.train.batch_size=8",
 ]
 
 
@@ -27,15 +27,23 @@ def finished_run(tmp_path_factory):
 
 def test_pipeline_writes_every_stage(finished_run):
     run = finished_run
-    for stage in ("data", "base", "estimate", "evaluate"):
+    for stage in ("data", "base", "estimate", "sft_data", "sft", "evaluate"):
         assert run.is_complete(stage), stage
     assert (run.root / "base" / "model" / "model.safetensors").exists()
     assert (run.root / "base" / "clip").is_dir()
     metrics = json.loads((run.root / "evaluate" / "metrics.json").read_text())
     assert set(metrics) == {"test", "ood"}
     assert metrics["test"]["vanilla"]["examples"] == 8
-    chains = (run.root / "evaluate" / "chains_test.jsonl").read_text().splitlines()
-    assert len(chains) == 8
+    for model in ("vanilla", "sft"):
+        chains = (run.root / "evaluate" / f"chains_{model}_test.jsonl").read_text().splitlines()
+        assert len(chains) == 8
+    assert (run.root / "sft" / "model" / "model.safetensors").exists()
+    assert not (run.root / "sft" / "checkpoints").exists()  # removed once the model is saved
+    sft = metrics["test"]["sft"]["expressed"]
+    assert sft["examples"] == 8 and set(sft) >= {"ece", "mece", "auroc", "brier", "parsed_share", "level_shares"}
+    assert 0.0 <= sft["parsed_share"] <= 1.0 if sft["parsed_share"] is not None else sft["steps"] == 0
+    internal = metrics["test"]["vanilla"]["internal"]
+    assert internal["parsed_share"] == 1.0  # every vanilla step has its internal level
     assert "config.yaml" in {p.name for p in run.root.iterdir()}
     assert "stage base: done" in (run.root / "logs" / "run.log").read_text()
 
@@ -57,7 +65,7 @@ def test_estimate_writes_scored_steps_for_every_generated_step(finished_run):
             assert st["correct"] in (True, False)
     assert (est / "reliability_fused_test.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     metrics = json.loads((finished_run.root / "evaluate" / "metrics.json").read_text())
-    assert "fused" in metrics["test"]["vanilla_internal_confidence"]
+    assert "fused" in metrics["test"]["vanilla_internal_signals"]
 
 
 def test_resume_skips_finished_stages_and_reruns_unfinished(finished_run, monkeypatch):

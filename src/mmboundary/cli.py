@@ -77,7 +77,9 @@ def _stage_command(name: str, doc: str):
 _stage_command("data", "Stage data: generate the built-in benchmark, or validate and copy a dataset.")
 _stage_command("base", "Stage base: train the vanilla VLM and the CLIP model (skipped for checkpoints).")
 _stage_command("estimate", "Stage estimate: vanilla chains, the four internal-confidence signals per step, fusion and levels.")
-_stage_command("evaluate", "Stage evaluate: greedy chains on the test/OOD splits, accuracy table.")
+_stage_command("sft_data", "Stage sft_data: the vanilla model's train chains with a confidence statement after each step.")
+_stage_command("sft", "Stage sft: the warm-up fine-tuning on sft_data (loss on response tokens only; resumable).")
+_stage_command("evaluate", "Stage evaluate: chains on the test/OOD splits; Acc, ECE, MECE, F1, AUROC, Brier per model.")
 
 
 @app.command("config")

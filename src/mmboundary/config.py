@@ -94,7 +94,7 @@ class BaseStageConfig(_Section):
 
 
 class GenerationConfig(_Section):
-    max_new_tokens: int = Field(96, gt=0)
+    max_new_tokens: int = Field(128, gt=0, description="Longest chain generated. **[choice]** 128: the default benchmark's chains are at most 38 tokens, and up to 100 with a statement after each step.")
     batch_size: int = Field(64, gt=0)
     do_sample: bool = Field(False, description="Greedy by default: no sampling is ever implicit.")
     temperature: float = Field(1.0, gt=0)
@@ -103,6 +103,12 @@ class GenerationConfig(_Section):
 class EvaluateConfig(_Section):
     splits: list[Literal["train", "test", "ood"]] = Field(default_factory=lambda: ["test", "ood"])
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples of each split.")
+    match_threshold: float | None = Field(
+        None, description="Similarity threshold of the one-to-one step matching behind F1 "
+        "(method.md section 6; None: the matching module's documented default).")
+    match_model: str | None = Field(
+        None, description="Sentence-transformers model of the matching (None: the offline MiniLM).")
+    match_kind: Literal["bi-encoder", "cross-encoder"] = "bi-encoder"
 
 
 class EstimateConfig(_Section):
@@ -125,7 +131,49 @@ class EstimateConfig(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
 
 
-STAGES = ("data", "base", "estimate", "evaluate")
+class StatementsConfig(_Section):
+    """How levels become text and back (method.md section 3)."""
+
+    kind: Literal["statement", "numeric"] = Field(
+        "statement", description="'statement': a clause from the packaged pool after each step "
+        "(the paper); 'numeric': 'confidence 4/5' instead (the 'w/o S-S mapping' ablation).")
+    min_similarity: float | None = Field(
+        None, ge=-1, le=1, description="Backward mapping: below this cosine similarity to the pool a "
+        "statement is unparsed (None: the mapper's documented default).")
+
+
+class SftDataConfig(_Section):
+    """Stage `sft_data`: the vanilla model's own train chains with a statement after each step
+    (method.md section 4, steps 1-3), saved as a Hugging Face `datasets` dataset."""
+
+    seed: int | None = Field(None, description="Seed of the random choice of statements (None: the run's seed).")
+    drop_unanswered: bool = Field(
+        False, description="Leave out chains that state no final answer. **[choice]** kept by "
+        "default: the warm-up teaches the format on the model's own outputs, wrong or not.")
+
+
+class SftConfig(_Section):
+    """Stage `sft`: fine-tune the vanilla model on `sft_data` with the loss on response tokens only."""
+
+    train: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(epochs=3, lr=3e-4, batch_size=32, warmup_ratio=0.1),
+        description="**[choice]** 3 epochs at lr 3e-4 for the tiny model trained from scratch "
+        "(the paper, on 7B models with LoRA: lr 1e-4, batch 16, 10% warm-up).")
+    finetune: Literal["full", "lora"] = Field(
+        "full", description="'full': every weight; 'lora': PEFT LoRA adapters on the language "
+        "model's attention and MLP projections, merged into the weights when saved. **[choice]** "
+        "full for the tiny default; the real-model configs use LoRA.")
+    lora_r: int = Field(16, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Module names that get LoRA adapters (in the language model only).")
+    save_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
+
+
+STAGES = ("data", "base", "estimate", "sft_data", "sft", "evaluate")
+StageName = Literal["data", "base", "estimate", "sft_data", "sft", "evaluate"]
 
 
 class RunConfig(_Section):
@@ -134,13 +182,16 @@ class RunConfig(_Section):
     name: str = "default"
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    stages: list[Literal["data", "base", "estimate", "evaluate"]] = Field(default_factory=lambda: list(STAGES))
+    stages: list[StageName] = Field(default_factory=lambda: list(STAGES))
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelSpec = Field(default_factory=ModelSpec)
     clip: ClipSpec = Field(default_factory=ClipSpec)
     base: BaseStageConfig = Field(default_factory=BaseStageConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     estimate: EstimateConfig = Field(default_factory=EstimateConfig)
+    statements: StatementsConfig = Field(default_factory=StatementsConfig)
+    sft_data: SftDataConfig = Field(default_factory=SftDataConfig)
+    sft: SftConfig = Field(default_factory=SftConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 

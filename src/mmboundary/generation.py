@@ -33,10 +33,31 @@ def chain_record(example: Example, text: str) -> GeneratedChain:
                           answer_correct=is_correct(answer, example.answers))
 
 
-def generate_chains(vlm, examples: Sequence[Example], cfg: GenerationConfig,
-                    description: str = "generate") -> list[GeneratedChain]:
-    """Batched generation over `examples` with a progress bar."""
-    out: list[GeneratedChain] = []
+def expressed_chain_record(example: Example, text: str, parsed) -> GeneratedChain:
+    """A chain of a model that writes statements: each step's text without its statement
+    (checked by the benchmark's checker when there is a scene), its statement and the level it
+    maps back to (`parsed`: the parser's `ParsedChain` of this text, `statements.chain_format`).
+    A step's `start`/`end` span its own words in `text` (up to the comma before its statement),
+    so that internal confidence computed on it never reads the statement. The answer is read
+    from the steps without their statements."""
+    check = None
+    if example.scene is not None:
+        from mmboundary.data.benchmark import check_step as check
+    steps = []
+    for p in parsed.steps:
+        correct = check(p.text, example) if check is not None else None
+        start, end = p.body_span  # the step's own words: internal signals never see the statement
+        steps.append(GeneratedStep(text=p.text, start=start, end=end, correct=correct,
+                                   statement=p.statement, level=p.level))
+    answer = extract_answer(" ".join(s.text for s in steps))
+    return GeneratedChain(example_id=example.id, text=text, steps=tuple(steps), answer=answer,
+                          answer_correct=is_correct(answer, example.answers))
+
+
+def generate_texts(vlm, examples: Sequence[Example], cfg: GenerationConfig,
+                   description: str = "generate") -> list[str]:
+    """Batched generation over `examples` with a progress bar; the stripped texts."""
+    out: list[str] = []
     with make_progress() as progress:
         task = progress.add_task(description, total=len(examples), info="")
         for i in range(0, len(examples), cfg.batch_size):
@@ -45,6 +66,13 @@ def generate_chains(vlm, examples: Sequence[Example], cfg: GenerationConfig,
                 [ex.question for ex in batch], [ex.choices for ex in batch],
                 [load_image(ex.image) for ex in batch], max_new_tokens=cfg.max_new_tokens,
                 do_sample=cfg.do_sample, temperature=cfg.temperature)
-            out += [chain_record(ex, t.strip()) for ex, t in zip(batch, texts)]
+            out += [t.strip() for t in texts]
             progress.advance(task, len(batch))
     return out
+
+
+def generate_chains(vlm, examples: Sequence[Example], cfg: GenerationConfig,
+                    description: str = "generate") -> list[GeneratedChain]:
+    """Batched generation over `examples`, split and checked (`chain_record`)."""
+    texts = generate_texts(vlm, examples, cfg, description)
+    return [chain_record(ex, t) for ex, t in zip(examples, texts)]

@@ -7,7 +7,14 @@ only what earlier stages wrote to the run directory, and its marker is written l
     estimate  -> estimate/chains_<split>.jsonl, steps_<split>.jsonl (four signals, normalised
                  confidences, fused confidence, level, exact correctness), normalizer.json,
                  levels.json (fitted on train), signals.json (AUROC/ECE per signal)
-    evaluate  -> evaluate/chains_<split>.jsonl, evaluate/metrics.json
+    sft_data  -> sft_data/dataset/ (a Hugging Face `datasets` dataset: image, question,
+                 choices, response with a statement after each step, levels), summary.json
+    sft       -> sft/model/ (the warm-up model, a Hugging Face checkpoint), sft/checkpoints/
+                 while training (resumed after an interruption, removed at the end)
+    evaluate  -> evaluate/chains_<model>_<split>.jsonl, evaluate/metrics.json: accuracy and the
+                 confidence columns (Acc, ECE, MECE, F1, AUROC, Brier, level shares, parsed share)
+                 of the vanilla model's internal confidence and of each trained model's
+                 expressed confidence
 """
 
 from __future__ import annotations
@@ -120,13 +127,15 @@ def read_chains(path: Path):
     return [GeneratedChain.model_validate_json(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
 
 
-def signal_metrics(steps, confidences) -> dict:
+def signal_metrics(steps, confidences, extra: dict[str, list[float]] | None = None) -> dict:
     """AUROC and ECE against step correctness of each normalised signal, the fused confidence,
-    and the level probability p(level), over steps whose correctness is known."""
+    the level probability p(level), and any `extra` per-step columns, over steps whose
+    correctness is known."""
     from mmboundary.confidence.fusion import level_probability
     from mmboundary.evaluation.calibration import calibration_report
 
-    known = [(s, c) for s, c in zip(steps, confidences) if s.correct is not None]
+    keep = [i for i, s in enumerate(steps) if s.correct is not None]
+    known = [(steps[i], confidences[i]) for i in keep]
     if not known:
         return {}
     y = [int(s.correct) for s, _ in known]
@@ -135,6 +144,8 @@ def signal_metrics(steps, confidences) -> dict:
         columns[name] = [c.confidences[name] for _, c in known]
     columns["fused"] = [c.fused for _, c in known]
     columns["level"] = [level_probability(c.level) for _, c in known]
+    for name, values in (extra or {}).items():
+        columns[name] = [values[i] for i in keep]
     out = {}
     for name, values in columns.items():
         r = calibration_report(values, y)
@@ -186,7 +197,9 @@ def stage_estimate(run: Run) -> dict:
             json.dumps({**s.model_dump(mode="json"), **{k: v for k, v in c.model_dump(mode="json").items()
                                                           if k in ("confidences", "fused", "level")}}) + "\n"
             for s, c in zip(steps, scored)))
-        report[split] = signal_metrics(steps, scored)
+        # the paper's fusion (answer steps scored on their own signals), for comparison
+        own = fuse_steps(steps, normalizer, ecfg.fusion.model_copy(update={"answer_step": "own"}))
+        report[split] = signal_metrics(steps, scored, {"fused_own": own})
         known = [c for c in scored if c.correct is not None]
         if known:
             from mmboundary.evaluation.plots import reliability_diagram
@@ -199,10 +212,83 @@ def stage_estimate(run: Run) -> dict:
     return {"steps": {k: len(v) for k, v in per_split.items()}}
 
 
+def read_step_levels(path: Path) -> dict[tuple[str, int], int]:
+    """(example_id, step_index) -> internal level, from an estimate `steps_<split>.jsonl`."""
+    out = {}
+    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if line.strip():
+            rec = json.loads(line)
+            try:
+                out[(rec["example_id"], int(rec["step_index"]))] = int(rec["level"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise RunError(f"{path}, line {n}: no valid example_id / step_index / level ({e})") from None
+    return out
+
+
+def stage_sft_data(run: Run) -> dict:
+    """The vanilla model's own train chains with the statement of each step's internal level
+    (method.md section 4, steps 1-3), as a Hugging Face `datasets` dataset."""
+    import numpy as np
+    from datasets import Dataset
+
+    from mmboundary.statements.chain_format import write_chain
+    from mmboundary.training.sft import sft_records
+
+    cfg = run.config
+    est = run.require("estimate")
+    out = run.begin_stage("sft_data")
+    examples = {ex.id: ex for ex in load_split(run, "train", cfg.estimate.train_examples)}
+    chains = read_chains(est / "chains_train.jsonl")
+    levels = read_step_levels(est / "steps_train.jsonl")
+    mapper = make_statement_mapper(cfg)
+    rng = np.random.default_rng(cfg.sft_data.seed if cfg.sft_data.seed is not None else cfg.seed)
+    records, skipped = sft_records(examples, chains, levels, lambda level: mapper.statement(level, rng),
+                                   write_chain, drop_unanswered=cfg.sft_data.drop_unanswered)
+    if not records:
+        raise RunError(f"{est}: no train chain could be turned into an SFT record ({skipped})")
+    Dataset.from_list(records).save_to_disk(str(out / "dataset"))
+    from mmboundary.evaluation.calibration import level_shares
+
+    summary = {"records": len(records), "steps": sum(len(r["levels"]) for r in records), "skipped": skipped,
+               "level_shares": level_shares([v for r in records for v in r["levels"]]),
+               "statements": cfg.statements.kind}
+    atomic_write_json(out / "summary.json", summary)
+    return summary
+
+
+def make_statement_mapper(cfg: RunConfig):
+    """The forward/backward statement mapping the config names (`statements`)."""
+    from mmboundary.statements.mapping import make_mapper
+
+    options = {}
+    if cfg.statements.min_similarity is not None:
+        options["min_similarity"] = cfg.statements.min_similarity
+    return make_mapper(cfg.statements.kind, **options)
+
+
+def stage_sft(run: Run) -> dict:
+    """Fine-tune the vanilla model on the sft_data dataset (resumes from its checkpoints)."""
+    import shutil
+
+    from datasets import load_from_disk
+
+    from mmboundary.models import load_vlm
+    from mmboundary.training.sft import train_sft
+
+    cfg = run.config
+    ds = load_from_disk(str(run.require("sft_data") / "dataset"))
+    out = run.begin_stage("sft", keep=("checkpoints",))
+    acc = make_accelerator(cfg)
+    vlm = load_vlm(resolve_vlm_path(run), cfg.model)
+    summary = train_sft(cfg, vlm, ds.to_list(), out, acc)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return summary
+
+
 def print_signal_table(report: dict) -> None:
     table = Table(title="internal confidence vs step correctness (AUROC / ECE)")
     table.add_column("split")
-    names = ["lnlp", "mte", "token_sar", "clip_score", "fused", "level"]
+    names = ["lnlp", "mte", "token_sar", "clip_score", "fused_own", "fused", "level"]
     for n in names:
         table.add_column(n, justify="right")
     for split, m in report.items():
@@ -221,43 +307,110 @@ def resolve_vlm_path(run: Run) -> str:
     raise RunError(f"{run.root}: no vanilla model: run the base stage or set model.path")
 
 
-def stage_evaluate(run: Run) -> dict:
+def evaluated_models(run: Run) -> list[tuple[str, str, bool]]:
+    """(name, checkpoint, writes statements) of every model `evaluate` judges: the vanilla
+    model, and the warm-up model once `sft` has completed."""
+    models = [("vanilla", resolve_vlm_path(run), False)]
+    if run.is_complete("sft"):
+        models.append(("sft", str(run.stage_dir("sft") / "model"), True))
+    return models
+
+
+def _reuse_estimate_chains(run: Run, split: str) -> Path | None:
+    """The estimate stage's vanilla chains of `split` when they are what `evaluate` would
+    generate (same examples, greedy either way): no second generation, and the internal levels
+    of their steps are known."""
+    if not run.is_complete("estimate"):
+        return None
     cfg = run.config
+    path = run.stage_dir("estimate") / f"chains_{split}.jsonl"
+    limit = cfg.estimate.train_examples if split == "train" else cfg.estimate.limit
+    return path if path.exists() and limit == cfg.evaluate.limit else None
+
+
+def chains_f1(chains, examples: list[Example], similarity, threshold: float | None) -> float | None:
+    """Mean per-example F1 of the one-to-one step matching against the reference chains
+    (method.md section 6), over examples that have a reference chain (None if none has).
+    Step texts are matched without their statements."""
+    from mmboundary.evaluation.matching import match_chains, mean_f1
+
+    by_id = {ex.id: ex for ex in examples}
+    pairs = [(c, by_id[c.example_id]) for c in chains if by_id[c.example_id].chain]
+    if not pairs:
+        return None
+    matches = match_chains([[s.text for s in c.steps] for c, _ in pairs],
+                           [[r.text for r in ex.chain] for _, ex in pairs], similarity, threshold)
+    return mean_f1(matches)
+
+
+def stage_evaluate(run: Run) -> dict:
+    """Accuracy and confidence columns (Acc, ECE, MECE, F1, AUROC, Brier, levels, parsed share)
+    per split, for the vanilla model's internal confidence and each trained model's expressed
+    confidence (method.md section 6)."""
+    cfg = run.config
+    from mmboundary.confidence.similarity import SentenceSimilarity
+    from mmboundary.evaluation.expressed import chain_levels, confidence_report
     from mmboundary.evaluation.metrics import accuracy_summary
-    from mmboundary.generation import generate_chains
+    from mmboundary.generation import chain_record, expressed_chain_record, generate_texts
     from mmboundary.models import load_vlm
 
     out = run.begin_stage("evaluate")
-    vlm = load_vlm(resolve_vlm_path(run), cfg.model)
-    vlm.model.to(make_accelerator(cfg).device)
+    device = make_accelerator(cfg).device
+    matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind)
+    mapper = None
+    loaded: dict[str, object] = {}
     results: dict[str, dict] = {}
     for split in cfg.evaluate.splits:
         if split not in split_names(run):
             log.warning("no %s split; skipped", split)
             continue
         examples = load_split(run, split, cfg.evaluate.limit)
-        chains = generate_chains(vlm, examples, cfg.generation, description=f"evaluate {split}")
-        with (out / f"chains_{split}.jsonl").open("w", encoding="utf-8") as f:
-            for c in chains:
-                f.write(c.model_dump_json() + "\n")
-        results[split] = {"vanilla": accuracy_summary(chains)}
+        results[split] = {}
+        for name, path, expressed in evaluated_models(run):
+            reuse = _reuse_estimate_chains(run, split) if name == "vanilla" else None
+            if reuse is not None:
+                chains = read_chains(reuse)
+            else:
+                if name not in loaded:
+                    loaded[name] = load_vlm(path, cfg.model)
+                    loaded[name].model.to(device)
+                texts = generate_texts(loaded[name], examples, cfg.generation, description=f"evaluate {name} {split}")
+                if expressed:
+                    from mmboundary.statements.chain_format import parse_chains
+
+                    mapper = mapper or make_statement_mapper(cfg)
+                    parsed = parse_chains(texts, mapper)
+                    chains = [expressed_chain_record(ex, t, p) for ex, t, p in zip(examples, texts, parsed)]
+                else:
+                    chains = [chain_record(ex, t) for ex, t in zip(examples, texts)]
+            write_jsonl(out / f"chains_{name}_{split}.jsonl", chains)
+            f1 = chains_f1(chains, examples, matcher, cfg.evaluate.match_threshold)
+            row = {**accuracy_summary(chains)}
+            if expressed:
+                row["expressed"] = confidence_report(chains, [chain_levels(c) for c in chains], f1=f1).model_dump()
+            elif reuse is not None:
+                levels = read_step_levels(run.stage_dir("estimate") / f"steps_{split}.jsonl")
+                lv = [[levels.get((c.example_id, i)) for i in range(len(c.steps))] for c in chains]
+                row["internal"] = confidence_report(chains, lv, f1=f1).model_dump()
+            row["f1"] = f1
+            results[split][name] = row
     if run.is_complete("estimate"):
         signals = json.loads((run.stage_dir("estimate") / "signals.json").read_text("utf-8"))
         for split in results:
             if split in signals:
-                results[split]["vanilla_internal_confidence"] = signals[split]
+                results[split]["vanilla_internal_signals"] = signals[split]
         print_signal_table({k: v for k, v in signals.items() if k in results})
     atomic_write_json(out / "metrics.json", results)
     print_results(results)
-    return {"splits": list(results)}
+    return {"splits": list(results), "models": [m for m, _, _ in evaluated_models(run)]}
 
 
 def print_results(results: dict[str, dict]) -> None:
-    table = Table(title="mmboundary evaluation")
-    table.add_column("split")
-    table.add_column("model")
-    for col in ("examples", "answer acc", "step acc", "steps/chain", "answered"):
-        table.add_column(col, justify="right")
+    """The paper's columns per split and model: Acc, ECE, MECE, F1, AUROC, Brier, the share of
+    steps with a parsed confidence, and the level shares."""
+    table = Table(title="mmboundary evaluation (confidence: vanilla = internal levels, others = expressed)")
+    for col in ("split", "model", "Acc", "ECE", "MECE", "F1", "AUROC", "Brier", "parsed", "levels 1-5 (%)"):
+        table.add_column(col, justify="left" if col in ("split", "model") else "right")
 
     def f(x):
         return "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
@@ -266,8 +419,11 @@ def print_results(results: dict[str, dict]) -> None:
         for name, m in models.items():
             if "answer_accuracy" not in m:
                 continue
-            table.add_row(split, name, f(m["examples"]), f(m["answer_accuracy"]), f(m["step_accuracy"]),
-                          f(m["steps_per_chain"]), f(m["answered"]))
+            c = m.get("expressed") or m.get("internal") or {}
+            shares = c.get("level_shares") or {}
+            levels = " ".join(f"{100 * shares[k]:.0f}" for k in sorted(shares, key=int)) if shares else "-"
+            table.add_row(split, name, f(m["answer_accuracy"]), f(c.get("ece")), f(c.get("mece")), f(m.get("f1")),
+                          f(c.get("auroc")), f(c.get("brier")), f(c.get("parsed_share")), levels)
     Console().print(table)
 
 
@@ -275,6 +431,8 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
     "data": stage_data,
     "base": stage_base,
     "estimate": stage_estimate,
+    "sft_data": stage_sft_data,
+    "sft": stage_sft,
     "evaluate": stage_evaluate,
 }
 

@@ -99,7 +99,7 @@ class GeneratedStep(_Record):
     or by matching to the reference chain), else None.
 
     For a model that writes confidence statements (method.md section 1), `text` is the step
-    with its statement removed (`start`/`end` still span the whole sentence in the chain text),
+    with its statement removed (`start`/`end` span the step's own words in the chain text),
     `statement` the clause after its last comma, and `level` the level that clause maps back to
     (None: no statement, or one that maps to no level: a format failure, never filled in).
     """

@@ -30,14 +30,14 @@ log = logging.getLogger("mmboundary.sft")
 
 
 def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain],
-                levels: Mapping[tuple[str, int], int], write_statement, write_response,
+                levels: Mapping[tuple[str, int], int], write_statement, write_chain,
                 *, drop_unanswered: bool = False) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """SFT records (plain dicts, the columns of the `datasets` dataset) and counts of what was
     left out.
 
     - `levels[(example_id, step_index)]`: the internal level of each step (estimate stage);
     - `write_statement(level) -> str`: the forward mapping (seeded);
-    - `write_response(steps, statements) -> str`: the output format writer.
+    - `write_chain(steps, statements) -> str`: the output format writer (`statements.chain_format`).
 
     A chain with no steps, or with a step that has no level, is left out and counted (never
     given an invented level); so is a chain that states no answer when `drop_unanswered`.
@@ -65,7 +65,7 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
             "image": str(ex.image),
             "question": ex.question,
             "choices": list(ex.choices) if ex.choices else None,
-            "response": write_response([s.text for s in chain.steps], statements),
+            "response": write_chain([s.text for s in chain.steps], statements),
             "levels": [int(v) for v in lv],
             "statements": statements,
         })
