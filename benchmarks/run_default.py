@@ -4,7 +4,9 @@ Runs the whole default pipeline in a fresh run directory as a subprocess (so its
 measured by the OS: `ru_maxrss` of the child), then reads each stage's duration from its
 `COMPLETE` marker, and writes `benchmarks/results/run_default.json`.
 
-    python benchmarks/run_default.py [--config configs/default.yaml] [--set key=value ...]
+    python benchmarks/run_default.py [--config configs/default.yaml] [--set key=value ...] [--run-dir DIR]
+
+The run directory is a fresh temporary one unless `--run-dir` names a new folder to keep.
 """
 
 from __future__ import annotations
@@ -28,8 +30,11 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"))
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "run_default.json"))
+    ap.add_argument("--run-dir", default=None, help="a new folder to keep the run in (default: a temporary one)")
     args = ap.parse_args()
-    run_dir = Path(tempfile.mkdtemp(prefix="mmb-bench-")) / "run"
+    if args.run_dir is not None and Path(args.run_dir).exists():
+        raise SystemExit(f"{args.run_dir} exists: the benchmark times a fresh run")
+    run_dir = Path(args.run_dir) if args.run_dir else Path(tempfile.mkdtemp(prefix="mmb-bench-")) / "run"
     cmd = [sys.executable, "-m", "mmboundary.cli", "run", "-c", args.config, "--run-dir", str(run_dir)]
     for s in args.set:
         cmd += ["--set", s]
