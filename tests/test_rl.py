@@ -1,0 +1,310 @@
+"""The PPO stage (`training.rl`) on a tiny random VLM: token spans of a hand-made rollout, the
+reward that reaches the optimiser, one iteration (and lr = 0), the statement-only loss mask,
+resume, and 2 processes vs 1."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mmboundary.confidence.fusion import FusionConfig, Levels, Normalizer, SignalRange
+from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+from mmboundary.statements.chain_format import parse_chain, write_chain
+from mmboundary.statements.mapping import NumericMapper
+from mmboundary.training.rewards import r_cs, r_ec, r_ka
+from mmboundary.training.rl import (
+    RLConfig,
+    RewardWeights,
+    RolloutContext,
+    build_rollout,
+    char_spans_to_token_spans,
+    make_rl_accelerator,
+    ppo_loss,
+    prepare_batch,
+    samples_from_ids,
+    score_samples,
+    token_char_ends,
+    train_rl,
+)
+from mmboundary.training.value_head import PolicyWithValue, ValueHead, hidden_size_of
+
+SPEC = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
+                 vision_num_layers=1, vision_intermediate_size=64, max_length=160)
+
+
+@pytest.fixture(scope="module")
+def examples(tmp_path_factory):
+    from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
+
+    spec = BenchmarkSpec(n_train=4, n_test=0, n_ood=0)
+    return generate_examples(spec, "train", tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(examples):
+    from mmboundary.training.base import tokenizer_corpus
+
+    numeric = [f"confidence {k}/5" for k in range(1, 6)]
+    return train_tokenizer(tokenizer_corpus(examples) + numeric * 5, 500)
+
+
+def tiny(tokenizer):
+    return build_tiny(tokenizer, SPEC, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    normalizer = Normalizer(ranges={"lnlp": SignalRange(lo=1.0, hi=500.0, count=10),
+                                    "mte": SignalRange(lo=0.0, hi=7.0, count=10)})
+    levels = Levels(kind="meanstd", thresholds=(0.2, 0.4, 0.6, 0.8), mean=0.5, std=0.2, count=10)
+    return RolloutContext(mapper=NumericMapper(), normalizer=normalizer, levels=levels,
+                          fusion=FusionConfig(ablate=["token_sar", "clip_score"]), signals=("lnlp", "mte"))
+
+
+def response_of(example, levels):
+    """The example's reference chain with a numeric statement per step (None: a statement that
+    maps to no level)."""
+    statements = [f"confidence {lv}/5" if lv is not None else "who knows" for lv in levels]
+    return write_chain([s.text for s in example.chain], statements)
+
+
+# --- token spans ------------------------------------------------------------------------------------
+
+def test_char_spans_to_token_spans_by_hand():
+    # tokens produce "ab", "c", "", "de" -> ends 2, 3, 3, 5
+    ends = [2, 3, 3, 5]
+    assert char_spans_to_token_spans(ends, [(0, 3), (3, 5), (1, 2), (4, 4)]) == [(0, 2), (3, 4), (0, 1), (3, 3)]
+    # a span ending right after the empty token's position still stops at the token of its last char
+    assert char_spans_to_token_spans(ends, [(2, 3)]) == [(1, 2)]
+
+
+def test_rollout_spans_of_a_hand_made_response(examples, tokenizer):
+    ex = examples[0]
+    n = len(ex.chain)
+    levels = [4] * (n - 1) + [None]
+    text = response_of(ex, levels)
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    decoded, ends = token_char_ends(tokenizer, ids)
+    assert decoded == text and ends[-1] == len(text) and ends[-2] == len(text)  # eos produces nothing
+    parsed = parse_chain(decoded, NumericMapper())
+    rollout, dropped = build_rollout(ex.id, 7, ids, ends, parsed, [1] * n, [3] * n, 1)
+    assert dropped == 0 and len(rollout.steps) == n and len(rollout) == len(ids)
+
+    def dec(a, b):
+        return tokenizer.decode(ids[a:b], clean_up_tokenization_spaces=False)
+
+    for t, (step, ref) in enumerate(zip(rollout.steps, ex.chain)):
+        body = ref.text.rstrip(".")
+        if t < n - 1:
+            assert dec(step.start, step.end).strip() == f"{body}, confidence 4/5."
+            assert dec(step.statement_start, step.statement_end).strip() == "confidence 4/5"
+            assert dec(step.statement_end - 1, step.statement_end).strip() == "5"  # the reward's token
+            assert step.expressed_level == 4
+        else:  # unmapped statement: span kept, no level
+            assert dec(step.start, step.end).strip() == f"{body}, who knows."
+            assert dec(step.statement_start, step.statement_end).strip() == "who knows"
+            assert step.expressed_level is None
+    assert rollout.steps[-1].end == len(ids) - 1  # the eos is in no step
+    # consecutive steps: contiguous (the leading space token belongs to the following sentence)
+    for a, b in zip(rollout.steps, rollout.steps[1:]):
+        assert b.start == a.end
+
+
+def test_rollout_spans_of_non_canonical_tokens(examples, tokenizer):
+    """Sampled ids need not be the tokenizer's own tokenization: one token per character here,
+    so each token span is the character span (plus the one space before a sentence)."""
+    ex = examples[1]
+    text = response_of(ex, [2] * len(ex.chain))
+    ids = []
+    for ch in text:
+        piece = tokenizer(ch, add_special_tokens=False)["input_ids"]
+        assert len(piece) == 1
+        ids += piece
+    decoded, ends = token_char_ends(tokenizer, ids)
+    assert decoded == text and ends == list(range(1, len(text) + 1))
+    parsed = parse_chain(decoded, NumericMapper())
+    rollout, _ = build_rollout(ex.id, 0, ids, ends, parsed, [0] * len(parsed.steps), [1] * len(parsed.steps), 0)
+    for t, (step, p) in enumerate(zip(rollout.steps, parsed.steps)):
+        assert (step.start, step.end) == (p.span[0] - (t > 0), p.span[1])
+        assert (step.statement_start, step.statement_end) == p.statement_span
+
+
+# --- rewards -----------------------------------------------------------------------------------------
+
+def _scored_batch(examples, tokenizer, ctx, cfg, kl_coef):
+    policy = tiny(tokenizer)
+    reference = tiny(tokenizer)
+    with torch.no_grad():
+        w = reference.model.lm_head.weight
+        w.add_(0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(1)))
+    items, ids = [], []
+    for g, ex in enumerate(examples[:2]):
+        n = len(ex.chain)
+        levels = [[5] * n, [1 + (t % 5) for t in range(n - 1)] + [None]][g]
+        text = response_of(ex, levels)
+        if g == 1:
+            text = text.replace(ex.chain[0].text.rstrip("."), "There are 7 purple squares", 1)  # a false step
+        items.append((g, ex))
+        ids.append(tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id])
+    samples = samples_from_ids(policy, items, ids, ctx, cfg)
+    head = ValueHead(hidden_size_of(policy.model), 0.01, seed=0)
+    pv = PolicyWithValue(policy.model, head)
+    scored = score_samples(pv, policy, reference.model, samples, batch_size=4)
+    return prepare_batch(scored, cfg, kl_coef), pv, policy
+
+
+def test_reward_reaching_the_optimiser_is_the_configured_sum(examples, tokenizer, ctx):
+    weights = RewardWeights(alpha=0.5, beta=2.0, gamma=0.25)
+    cfg = RLConfig(reward=weights, gae_gamma=1.0, gae_lambda=1.0, whiten_advantages=False)
+    kl_coef = 0.1
+    batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, kl_coef)
+    checked_false = 0
+    for i, s in enumerate(batch.samples):
+        r = s.rollout
+        assert s.active and len(r.steps) == len(examples[i].chain)
+        expected_steps = 0.0
+        for t, st in enumerate(r.steps):
+            last = t == len(r.steps) - 1
+            y = r.answer_correct if last else st.correct
+            expected_steps += (0.5 * r_ka(y) + 2.0 * r_ec(st.expressed_level, y) + 0.25 * r_cs(st.expressed_level,
+                                                                                                st.internal_level))
+            checked_false += st.correct == 0
+            # the step's total sits on the last token of its statement
+            pos = st.statement_end - 1
+            assert batch.score[i, pos].item() == pytest.approx(r.rewards[t].total)
+        kl = (r.logprobs - r.ref_logprobs).sum().item()
+        assert abs(kl) > 1e-4  # the reference differs, so the KL term is exercised
+        n = len(r)
+        assert batch.rewards[i, :n].sum().item() == pytest.approx(expected_steps - kl_coef * kl, abs=1e-5)
+        assert torch.all(batch.rewards[i, n:] == 0)
+        # gamma = lambda = 1, no whitening: the first token's return is the whole reward
+        assert batch.returns[i, 0].item() == pytest.approx(expected_steps - kl_coef * kl, abs=1e-4)
+    assert checked_false >= 1  # the planted false step was judged false by the checker
+    assert batch.samples[1].rollout.steps[-1].expressed_level is None  # unparsed: -1, -1
+    assert batch.samples[1].rollout.rewards[-1].r_ec == -1.0
+
+
+def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
+    from mmboundary.training.ppo_math import statement_token_mask
+
+    cfg = RLConfig(loss_on="statements")
+    batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
+    for i, s in enumerate(batch.samples):
+        n = len(s.rollout)
+        assert torch.equal(batch.policy_mask[i, :n], statement_token_mask(s.rollout))
+        assert not batch.policy_mask[i, n:].any()
+    logp = batch.old_logprobs.clone().requires_grad_(True)
+    ent = torch.rand_like(logp).requires_grad_(True)
+    mb = {k: getattr(batch, k) for k in ("old_logprobs", "old_values", "ref_logprobs", "advantages", "returns",
+                                          "policy_mask", "value_mask")}
+    cfg_e = cfg.model_copy(update={"ent_coef": 0.1})
+    loss, _ = ppo_loss(logp, None, ent, mb, cfg_e, 0.05, float(batch.policy_mask.sum()),
+                       float(batch.value_mask.sum()))
+    loss.backward()
+    reached = (logp.grad != 0) | (ent.grad != 0)
+    assert not reached[~batch.policy_mask].any()
+    assert reached[batch.policy_mask].all()
+    # with loss_on="all", tokens outside the statements get gradient too
+    cfg_all = RLConfig(loss_on="all")
+    mb["policy_mask"] = batch.value_mask
+    logp2 = batch.old_logprobs.clone().requires_grad_(True)
+    loss, _ = ppo_loss(logp2, None, None, mb, cfg_all, 0.05, float(batch.value_mask.sum()), 1.0)
+    loss.backward()
+    assert ((logp2.grad != 0) & ~batch.policy_mask).any()
+
+
+# --- the loop ----------------------------------------------------------------------------------------
+
+LOOP = dict(rollout_batch_size=2, samples_per_question=2, max_new_tokens=12, iterations=1, ppo_epochs=1,
+            minibatch_size=2, forward_batch_size=4)
+
+
+def _run(examples, tokenizer, ctx, cfg, out_dir=None, callback=None):
+    policy, reference = tiny(tokenizer), tiny(tokenizer)
+    summary, pv = train_rl(policy, reference, examples, ctx, cfg, seed=0, accelerator=make_rl_accelerator("cpu"),
+                           out_dir=out_dir, callback=callback)
+    return summary, pv
+
+
+def _weights(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def test_one_iteration_changes_the_weights_and_lr0_does_not(examples, tokenizer, ctx, tmp_path):
+    before = _weights(PolicyWithValue(tiny(tokenizer).model, ValueHead(hidden_size_of(tiny(tokenizer).model),
+                                                                       1e-3, seed=0)))
+    summary, pv = _run(examples, tokenizer, ctx, RLConfig(**LOOP, lr=1e-3), out_dir=tmp_path / "a")
+    after = _weights(pv)
+    assert set(before) == set(after)
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert "value_head.linear.weight" in changed and any(k.startswith("model.model.language_model") for k in changed)
+    final = summary["final"]
+    assert final["responses"] == 4 and final["optimizer_steps"] == 2
+    for key in ("reward/r_ka", "reward/r_ec", "reward/r_cs", "reward/total", "kl/per_response", "entropy",
+                "loss/value_loss", "loss/policy_loss", "clip_fraction", "parse_rate", "levels/expressed_unparsed"):
+        assert key in final
+    lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["iteration"] for x in lines] == [1]
+    _, pv0 = _run(examples, tokenizer, ctx, RLConfig(**LOOP, lr=0.0))
+    for k, v in _weights(pv0).items():
+        assert torch.equal(v, before[k]), k
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_gives_the_weights_of_an_uninterrupted_run(examples, tokenizer, ctx, tmp_path):
+    cfg = RLConfig(**{**LOOP, "iterations": 2}, lr=1e-3, save_every=1, kl_adaptive=True, kl_target=0.01,
+                   kl_horizon=4)
+    _, ref_pv = _run(examples, tokenizer, ctx, cfg)
+
+    def stop(iteration, metrics):
+        if iteration == 1:
+            raise _Stop
+
+    out = tmp_path / "rl"
+    with pytest.raises(_Stop):
+        _run(examples, tokenizer, ctx, cfg, out_dir=out, callback=stop)
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["iter-1"]
+    summary, pv = _run(examples, tokenizer, ctx, cfg, out_dir=out)
+    assert summary["resumed_from"] == "iter-1"
+    for (k, a), (_, b) in zip(_weights(ref_pv).items(), _weights(pv).items()):
+        assert torch.equal(a, b), k
+    lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in lines] == [1, 2]
+    assert lines[1]["kl_coef"] != cfg.kl_coef  # the adaptive controller's state came back and moved
+
+
+# --- 2 processes ---------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
+    """The same 4 rollouts: 2 processes x 2 (gloo, DDP) vs 1 process x 4; 2 PPO epochs with
+    SGD. Tolerance 1e-6 on every weight (measured difference: about 5e-8)."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not installed")
+    worker = Path(__file__).with_name("_rl_ddp_worker.py")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMBOUNDARY_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
+    one, two = tmp_path / "one.safetensors", tmp_path / "two.safetensors"
+    subprocess.run([sys.executable, str(worker), str(one)], check=True, env=env, cwd=tmp_path, timeout=300)
+    subprocess.run(["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                    "--mixed_precision", "no", "--dynamo_backend", "no", str(worker), str(two)],
+                   check=True, env=env, cwd=tmp_path, timeout=300)
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(one)), load_file(str(two))
+    assert set(a) == set(b)
+    moved = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert moved < 1e-6
+    sa, sb = json.loads(Path(str(one) + ".json").read_text()), json.loads(Path(str(two) + ".json").read_text())
+    for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "kl_ref"):
+        assert sa[k] == pytest.approx(sb[k], rel=1e-5, abs=1e-7), k
+    assert sa["clip_fraction"] > 0  # the second epoch moved the ratios: the update did something
