@@ -53,7 +53,7 @@ Characters are mapped to sampled tokens through the decoded text of each prefix
 canonical tokenization of the step text (`estimate_signals`).
 
 Departures from the paper (settings unconfirmed there): the tiny default model is trained in
-full, at a higher learning rate than the paper's 1e-5 (see `RLConfig.lr`).
+full (`finetune`); the learning rate is the paper's 1e-5, not yet tuned on the tiny model.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ from typing import Any, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from mmboundary.training.advantages import gae, group_normalized_step_advantages, broadcast_step_values, whiten
+from mmboundary.training.advantages import broadcast_step_values, gae, group_normalized_step_advantages, whiten
 from mmboundary.training.ppo_math import batch_token_mask, entropy_from_logits, policy_loss, value_loss
 from mmboundary.training.rewards import (
     AdaptiveKLController,
@@ -155,7 +155,7 @@ class RLConfig(_Section):
         16, gt=0, description="Responses per no-grad pass (sampling, old/reference log-probs, signals).")
     lr: float = Field(
         1e-5, ge=0, description="AdamW learning rate (constant after warm-up). **[choice]** 1e-5 as the paper "
-        "(unconfirmed there).")
+        "(unconfirmed there); not tuned on the tiny model yet (its tests use 1e-3).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay. **[choice]** 0: PPO stays near the "
                                 "SFT model through the KL penalty, not through decay towards 0.")
     warmup_steps: int = Field(0, ge=0, description="Optimiser steps of linear learning-rate warm-up, then constant.")
@@ -922,11 +922,13 @@ def make_rl_accelerator(device: str = "auto"):
 def question_indices(n_examples: int, iteration: int, batch_size: int, seed: int) -> list[int]:
     """The questions of an iteration: positions [it*B, (it+1)*B) of an endless sequence of
     permutations of the examples, permutation e seeded by (seed, e)."""
-    out = []
+    out, perms = [], {}
     for position in range(iteration * batch_size, (iteration + 1) * batch_size):
         epoch, k = divmod(position, n_examples)
-        perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(_seed_for(seed, epoch, 99)))
-        out.append(int(perm[k]))
+        if epoch not in perms:
+            g = torch.Generator().manual_seed(_seed_for(seed, epoch, 99))
+            perms[epoch] = torch.randperm(n_examples, generator=g).tolist()
+        out.append(perms[epoch][k])
     return out
 
 
