@@ -14,6 +14,8 @@ SMALL = [
     "data.benchmark.n_train=48", "data.benchmark.n_test=8", "data.benchmark.n_ood=8",
     "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
     "generation.max_new_tokens=12", "sft.train.max_steps=3", "sft.train.batch_size=8",
+    "rl.iterations=1", "rl.rollout_batch_size=2", "rl.samples_per_question=2", "rl.max_new_tokens=12",
+    "rl.minibatch_size=2", "rl.ppo_epochs=1",
 ]
 
 
@@ -27,14 +29,16 @@ def finished_run(tmp_path_factory):
 
 def test_pipeline_writes_every_stage(finished_run):
     run = finished_run
-    for stage in ("data", "base", "estimate", "sft_data", "sft", "evaluate"):
+    for stage in ("data", "base", "estimate", "sft_data", "sft", "rl", "evaluate"):
         assert run.is_complete(stage), stage
     assert (run.root / "base" / "model" / "model.safetensors").exists()
     assert (run.root / "base" / "clip").is_dir()
     metrics = json.loads((run.root / "evaluate" / "metrics.json").read_text())
     assert set(metrics) == {"test", "ood"}
     assert metrics["test"]["vanilla"]["examples"] == 8
-    for model in ("vanilla", "sft"):
+    assert (run.root / "rl" / "model" / "model.safetensors").exists()
+    assert (run.root / "rl" / "metrics.jsonl").read_text().count("\n") == 1  # one iteration logged
+    for model in ("vanilla", "sft", "rl"):
         chains = (run.root / "evaluate" / f"chains_{model}_test.jsonl").read_text().splitlines()
         assert len(chains) == 8
     assert (run.root / "sft" / "model" / "model.safetensors").exists()

@@ -79,6 +79,7 @@ _stage_command("base", "Stage base: train the vanilla VLM and the CLIP model (sk
 _stage_command("estimate", "Stage estimate: vanilla chains, the four internal-confidence signals per step, fusion and levels.")
 _stage_command("sft_data", "Stage sft_data: the vanilla model's train chains with a confidence statement after each step.")
 _stage_command("sft", "Stage sft: the warm-up fine-tuning on sft_data (loss on response tokens only; resumable).")
+_stage_command("rl", "Stage rl: PPO with per-step rewards (R_KA, R_EC, R_CS) from the SFT model (resumable).")
 _stage_command("evaluate", "Stage evaluate: chains on the test/OOD splits; Acc, ECE, MECE, F1, AUROC, Brier per model.")
 
 

@@ -19,6 +19,7 @@ from mmboundary.confidence.fusion import FusionConfig
 from mmboundary.data.benchmark.spec import BenchmarkSpec
 from mmboundary.errors import ConfigError
 from mmboundary.models.spec import ClipSpec, ModelSpec
+from mmboundary.training.rl import RLConfig
 
 
 class _Section(BaseModel):
@@ -172,8 +173,8 @@ class SftConfig(_Section):
     save_every: int = Field(50, gt=0, description="Optimiser steps between resumable checkpoints.")
 
 
-STAGES = ("data", "base", "estimate", "sft_data", "sft", "evaluate")
-StageName = Literal["data", "base", "estimate", "sft_data", "sft", "evaluate"]
+STAGES = ("data", "base", "estimate", "sft_data", "sft", "rl", "evaluate")
+StageName = Literal["data", "base", "estimate", "sft_data", "sft", "rl", "evaluate"]
 
 
 class RunConfig(_Section):
@@ -192,6 +193,7 @@ class RunConfig(_Section):
     statements: StatementsConfig = Field(default_factory=StatementsConfig)
     sft_data: SftDataConfig = Field(default_factory=SftDataConfig)
     sft: SftConfig = Field(default_factory=SftConfig)
+    rl: RLConfig = Field(default_factory=RLConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
 
 

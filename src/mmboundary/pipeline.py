@@ -11,6 +11,8 @@ only what earlier stages wrote to the run directory, and its marker is written l
                  choices, response with a statement after each step, levels), summary.json
     sft       -> sft/model/ (the warm-up model, a Hugging Face checkpoint), sft/checkpoints/
                  while training (resumed after an interruption, removed at the end)
+    rl        -> rl/model/ (the PPO-calibrated model), rl/value_head.safetensors, rl/metrics.jsonl,
+                 rl/tensorboard/; rl/checkpoints/ while training
     evaluate  -> evaluate/chains_<model>_<split>.jsonl, evaluate/metrics.json: accuracy and the
                  confidence columns (Acc, ECE, MECE, F1, AUROC, Brier, level shares, parsed share)
                  of the vanilla model's internal confidence and of each trained model's
@@ -285,6 +287,13 @@ def stage_sft(run: Run) -> dict:
     return summary
 
 
+def stage_rl(run: Run) -> dict:
+    """PPO with per-step rewards from the SFT model (`training.rl`, method.md section 5)."""
+    from mmboundary.training.rl import run_rl_stage
+
+    return run_rl_stage(run)
+
+
 def print_signal_table(report: dict) -> None:
     table = Table(title="internal confidence vs step correctness (AUROC / ECE)")
     table.add_column("split")
@@ -311,8 +320,9 @@ def evaluated_models(run: Run) -> list[tuple[str, str, bool]]:
     """(name, checkpoint, writes statements) of every model `evaluate` judges: the vanilla
     model, and the warm-up model once `sft` has completed."""
     models = [("vanilla", resolve_vlm_path(run), False)]
-    if run.is_complete("sft"):
-        models.append(("sft", str(run.stage_dir("sft") / "model"), True))
+    for stage in ("sft", "rl"):
+        if run.is_complete(stage):
+            models.append((stage, str(run.stage_dir(stage) / "model"), True))
     return models
 
 
@@ -433,6 +443,7 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
     "estimate": stage_estimate,
     "sft_data": stage_sft_data,
     "sft": stage_sft,
+    "rl": stage_rl,
     "evaluate": stage_evaluate,
 }
 
@@ -449,7 +460,12 @@ def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
     log.info("stage %s: start", stage)
     started = time.time()
     summary = STAGE_FUNCS[stage](run)
-    run.mark_complete(stage, summary, started)
+    from accelerate import PartialState
+
+    state = PartialState()  # under `accelerate launch`, one marker, by the main process
+    if state.is_main_process:
+        run.mark_complete(stage, summary, started)
+    state.wait_for_everyone()
     log.info("stage %s: done in %.1fs", stage, time.time() - started)
     console.print(f"[green]stage {stage}: done in {time.time() - started:.1f}s[/green]")
     return summary
