@@ -272,13 +272,9 @@ def _version(dist: str) -> str | None:
 
 
 def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
+    from _machine import cpu_name  # benchmarks/_machine.py, beside this script
+
+    return cpu_name()
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ SMALL = [
     "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
     "generation.max_new_tokens=12", "sft.train.max_steps=3", "sft.train.batch_size=8",
     "rl.iterations=1", "rl.rollout_batch_size=2", "rl.samples_per_question=2", "rl.max_new_tokens=12",
-    "rl.minibatch_size=2", "rl.ppo_epochs=1",
+    "rl.minibatch_size=2", "rl.ppo_epochs=1", "stages=[data,base,estimate,sft_data,sft,rl,evaluate]",
 ]
 
 

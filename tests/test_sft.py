@@ -159,3 +159,39 @@ def test_confidence_report_rejects_misaligned_levels():
     chains = [_chain("a", ["s1.", "s2."], [True, True])]
     with pytest.raises(ValueError, match="'a' has 2 steps but 1 levels"):
         confidence_report(chains, [[3]])
+
+
+def test_statement_writer_draws_from_the_first_k_statements_of_each_level():
+    import numpy as np
+
+    from mmboundary.config import load_config
+    from mmboundary.pipeline import statement_writer
+    from mmboundary.statements.pool import default_pool
+
+    pool = default_pool()
+
+    class NoMapper:  # the restricted writer must not fall back to the mapper
+        def statement(self, level, rng):
+            raise AssertionError("mapper used")
+
+    one = statement_writer(load_config(None, ["sft_data.statements_per_level=1"]), NoMapper(),
+                           np.random.default_rng(0))
+    assert [one(level) for level in (1, 2, 3, 4, 5, 3)] == [pool[lv][0] for lv in (1, 2, 3, 4, 5, 3)]
+    three = statement_writer(load_config(None, ["sft_data.statements_per_level=3"]), NoMapper(),
+                             np.random.default_rng(0))
+    drawn = {three(4) for _ in range(60)}
+    assert drawn == set(pool[4][:3])  # all three used, nothing beyond them
+
+
+def test_caption_replay_items_have_the_sft_columns_and_no_statements():
+    from mmboundary.data.benchmark import CAPTION_QUESTION
+    from mmboundary.records import Scene, SceneObject
+    from mmboundary.training.sft import caption_replay
+
+    scene = Scene(objects=(SceneObject(shape="circle", color="red", size="small", column="left", row="top"),))
+    exs = [_example("a").model_copy(update={"scene": scene}), _example("b")]  # b has no scene
+    items = caption_replay(exs, 3, ("red", "blue", "green", "yellow"), seed=0)
+    assert len(items) == 3 and {it["example_id"] for it in items} == {"a"}
+    assert all(it["question"] == CAPTION_QUESTION and it["statements"] == [] for it in items)
+    assert "red" in items[0]["response"] and "circle" in items[0]["response"]
+    assert caption_replay(exs, 0, ("red",), seed=0) == []

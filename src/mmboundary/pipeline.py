@@ -244,7 +244,7 @@ def stage_sft_data(run: Run) -> dict:
     levels = read_step_levels(est / "steps_train.jsonl")
     mapper = make_statement_mapper(cfg)
     rng = np.random.default_rng(cfg.sft_data.seed if cfg.sft_data.seed is not None else cfg.seed)
-    records, skipped = sft_records(examples, chains, levels, lambda level: mapper.statement(level, rng),
+    records, skipped = sft_records(examples, chains, levels, statement_writer(cfg, mapper, rng),
                                    write_chain, drop_unanswered=cfg.sft_data.drop_unanswered)
     if not records:
         raise RunError(f"{est}: no train chain could be turned into an SFT record ({skipped})")
@@ -256,6 +256,18 @@ def stage_sft_data(run: Run) -> dict:
                "statements": cfg.statements.kind}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def statement_writer(cfg: RunConfig, mapper, rng):
+    """level -> statement for the SFT data: the mapper's seeded forward mapping, restricted to the
+    first `sft_data.statements_per_level` statements of each level's pool when that is set."""
+    k = cfg.sft_data.statements_per_level
+    if k is None or cfg.statements.kind == "numeric":
+        return lambda level: mapper.statement(level, rng)
+    from mmboundary.statements.pool import default_pool
+
+    pool = default_pool()
+    return lambda level: pool[level][int(rng.integers(min(k, len(pool[level]))))]
 
 
 def make_statement_mapper(cfg: RunConfig):
@@ -282,7 +294,15 @@ def stage_sft(run: Run) -> dict:
     out = run.begin_stage("sft", keep=("checkpoints",))
     acc = make_accelerator(cfg)
     vlm = load_vlm(resolve_vlm_path(run), cfg.model)
-    summary = train_sft(cfg, vlm, ds.to_list(), out, acc)
+    records = ds.to_list()
+    replay = []
+    if cfg.sft.replay_share > 0:
+        from mmboundary.training.sft import caption_replay
+
+        n = int(round(len(records) * cfg.sft.replay_share / (1 - cfg.sft.replay_share)))
+        replay = caption_replay(load_split(run, "train", cfg.estimate.train_examples), n,
+                                cfg.data.benchmark.colors, cfg.seed)
+    summary = train_sft(cfg, vlm, records, out, acc, replay=replay)
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return summary
 
@@ -474,9 +494,11 @@ def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
 def run_pipeline(run: Run) -> dict[str, dict | None]:
     """Run the config's stages in order, skipping completed ones."""
     if not progress_enabled():
+        import datasets
         import transformers
 
         transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     return {stage: run_stage(run, stage) for stage in run.config.stages}
 
 

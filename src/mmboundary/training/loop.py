@@ -65,12 +65,7 @@ def train_supervised(
         raise ValueError(f"{description}: no training items")
     steps = total_steps(len(items), cfg)
     warmup = int(cfg.warmup_ratio * steps)
-    decay, no_decay = [], []
-    for n, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    opt = torch.optim.AdamW(adamw_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
     model, opt = accelerator.prepare(model, opt)
     model.train()
@@ -129,15 +124,26 @@ def train_supervised(
 
 # --- checkpoints --------------------------------------------------------------------------------
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    """The newest whole checkpoint `step-N` under `directory` (None if there is none)."""
+def latest_checkpoint(directory: Path, prefix: str = "step") -> Path | None:
+    """The newest whole checkpoint `<prefix>-N` under `directory` (one with its
+    `trainer_state.pt`, which is written before the folder is renamed into place; None if there
+    is none)."""
     directory = Path(directory)
     if not directory.is_dir():
         return None
     found = [(int(p.name.split("-", 1)[1]), p) for p in directory.iterdir()
-             if p.is_dir() and p.name.startswith("step-") and p.name.split("-", 1)[1].isdigit()
+             if p.is_dir() and p.name.startswith(f"{prefix}-") and p.name.split("-", 1)[1].isdigit()
              and (p / "trainer_state.pt").is_file()]
     return max(found)[1] if found else None
+
+
+def adamw_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups: weight decay on matrices, none on biases and norm weights."""
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, opt, sched, gen: torch.Generator,

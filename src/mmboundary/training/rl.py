@@ -842,13 +842,9 @@ def rollout_stats(batch: PPOBatch, accelerator=None) -> dict[str, float]:
 
 def latest_rl_checkpoint(directory: Path) -> Path | None:
     """The newest whole checkpoint `iter-N` under `directory` (None if there is none)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        return None
-    found = [(int(p.name.split("-", 1)[1]), p) for p in directory.iterdir()
-             if p.is_dir() and p.name.startswith("iter-") and p.name.split("-", 1)[1].isdigit()
-             and (p / "trainer_state.pt").is_file()]
-    return max(found)[1] if found else None
+    from mmboundary.training.loop import latest_checkpoint
+
+    return latest_checkpoint(directory, prefix="iter")
 
 
 def _trainable(module: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -933,12 +929,9 @@ def question_indices(n_examples: int, iteration: int, batch_size: int, seed: int
 
 
 def _make_optimizer(pv: PolicyWithValue, cfg: RLConfig):
-    decay, no_decay = [], []
-    for n, p in pv.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in n.lower() else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    from mmboundary.training.loop import adamw_param_groups
+
+    opt = torch.optim.AdamW(adamw_param_groups(pv, cfg.weight_decay), lr=cfg.lr)
     warm = cfg.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
     return opt, sched

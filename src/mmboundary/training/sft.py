@@ -72,6 +72,24 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
     return records, skipped
 
 
+def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> list[dict[str, Any]]:
+    """`n` SFT items that replay the base stage's dense captions (no statements) of examples
+    with a scene, drawn with a seeded generator (`SftConfig.replay_share`)."""
+    import random
+
+    from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
+
+    with_scene = [ex for ex in examples if ex.scene is not None]
+    if n <= 0 or not with_scene:
+        return []
+    rng = random.Random(seed)
+    picked = [with_scene[i % len(with_scene)] for i in range(n)] if n <= len(with_scene) else \
+        [rng.choice(with_scene) for _ in range(n)]
+    return [{"example_id": ex.id, "image": str(ex.image), "question": CAPTION_QUESTION, "choices": None,
+             "response": " ".join(caption_sentences(ex.scene, colors)), "levels": [], "statements": []}
+            for ex in picked]
+
+
 def _lora_wrap(model, cfg):
     """PEFT LoRA adapters on the language model's projections named in `cfg.lora_targets`."""
     from peft import LoraConfig, get_peft_model
@@ -84,15 +102,17 @@ def _lora_wrap(model, cfg):
     return get_peft_model(model, lcfg)
 
 
-def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path, accelerator) -> dict:
-    """Fine-tune `vlm` on SFT records; save the model to `out_dir/model` (and, for LoRA, the
-    adapter to `out_dir/adapter`). Checkpoints go to `out_dir/checkpoints` and are resumed."""
+def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path, accelerator,
+              replay: Sequence[Mapping[str, Any]] = ()) -> dict:
+    """Fine-tune `vlm` on SFT records (plus `replay` items, same columns); save the model to
+    `out_dir/model` (and, for LoRA, the adapter to `out_dir/adapter`). Checkpoints go to
+    `out_dir/checkpoints` and are resumed."""
     from mmboundary.data.images import load_image
     from mmboundary.training.loop import train_supervised
 
     cfg = run_cfg.sft
-    images = {r["image"]: load_image(r["image"]) for r in records}
-    items = list(records)
+    items = list(records) + list(replay)
+    images = {r["image"]: load_image(r["image"]) for r in items}
     if cfg.finetune == "lora":
         vlm.model = _lora_wrap(vlm.model, cfg)
 
@@ -110,5 +130,6 @@ def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path,
     vlm.model = model
     vlm.save(out_dir / "model")
     summary["items"] = len(items)
+    summary["replay_items"] = len(replay)
     summary["finetune"] = cfg.finetune
     return summary
