@@ -224,6 +224,19 @@ def test_step_token_spans_by_hand():
     assert step_token_spans("abcdef", [(0, 2), (2, 3), (3, 6)], [(0, 2), (2, 6)]) == [(0, 1), (1, 1), (1, 2)]
 
 
+def test_step_token_spans_with_statements_between_steps():
+    # steps are the bodies only (statements excluded), as for a model that writes statements;
+    # a whitespace token inside a statement must not be given to the next step (it was, and
+    # made the next step's tokens non-contiguous on a sampled response with a double space)
+    text = "ab, ok  sure. cd, fine."
+    # tokens: "ab" "," " ok" " " " sure" "." " cd" "," " fine" "."
+    offsets = [(0, 2), (2, 3), (3, 6), (6, 7), (7, 12), (12, 13), (13, 16), (16, 17), (17, 22), (22, 23)]
+    assert step_token_spans(text, [(0, 2), (14, 16)], offsets) == [(0, 1), (6, 7)]
+    # whitespace right before a step still belongs to it
+    offsets = [(0, 2), (2, 3), (3, 6), (6, 7), (7, 12), (12, 13), (13, 14), (14, 16), (16, 17), (17, 22), (22, 23)]
+    assert step_token_spans(text, [(0, 2), (14, 16)], offsets) == [(0, 1), (6, 8)]
+
+
 # --- teacher-forced scores on the tiny VLM ------------------------------------------------------
 
 ITEMS = [

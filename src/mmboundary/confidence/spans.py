@@ -64,8 +64,9 @@ def step_token_spans(response_text: str, steps_char_spans: Sequence[Span],
             if overlap > best_overlap:
                 best, best_overlap = k, overlap
             k += 1
-        if best is None and b > a and response_text[a:b].isspace() and j < len(steps):
-            best = j  # whitespace before a step: the following step's leading space
+        if (best is None and b > a and response_text[a:b].isspace() and j < len(steps)
+                and b <= steps[j][0] and not response_text[b:steps[j][0]].strip()):
+            best = j  # whitespace right before a step (nothing but spaces between): its leading space
         owner.append(best)
 
     spans: list[Span] = []
