@@ -174,11 +174,11 @@ def test_statement_writer_draws_from_the_first_k_statements_of_each_level():
         def statement(self, level, rng):
             raise AssertionError("mapper used")
 
-    one = statement_writer(load_config(None, ["sft_data.statements_per_level=1"]), NoMapper(),
-                           np.random.default_rng(0))
+    one = statement_writer(load_config(None, ["sft_data.statements_per_level=1"]),
+                           np.random.default_rng(0), NoMapper())
     assert [one(level) for level in (1, 2, 3, 4, 5, 3)] == [pool[lv][0] for lv in (1, 2, 3, 4, 5, 3)]
-    three = statement_writer(load_config(None, ["sft_data.statements_per_level=3"]), NoMapper(),
-                             np.random.default_rng(0))
+    three = statement_writer(load_config(None, ["sft_data.statements_per_level=3"]),
+                             np.random.default_rng(0), NoMapper())
     drawn = {three(4) for _ in range(60)}
     assert drawn == set(pool[4][:3])  # all three used, nothing beyond them
 
@@ -186,7 +186,7 @@ def test_statement_writer_draws_from_the_first_k_statements_of_each_level():
 def test_caption_replay_items_have_the_sft_columns_and_no_statements():
     from mmboundary.data.benchmark import CAPTION_QUESTION
     from mmboundary.records import Scene, SceneObject
-    from mmboundary.training.sft import caption_replay
+    from mmboundary.training.base import caption_replay
 
     scene = Scene(objects=(SceneObject(shape="circle", color="red", size="small", column="left", row="top"),))
     exs = [_example("a").model_copy(update={"scene": scene}), _example("b")]  # b has no scene

@@ -242,9 +242,8 @@ def stage_sft_data(run: Run) -> dict:
     examples = {ex.id: ex for ex in load_split(run, "train", cfg.estimate.train_examples)}
     chains = read_chains(est / "chains_train.jsonl")
     levels = read_step_levels(est / "steps_train.jsonl")
-    mapper = make_statement_mapper(cfg)
     rng = np.random.default_rng(cfg.sft_data.seed if cfg.sft_data.seed is not None else cfg.seed)
-    records, skipped = sft_records(examples, chains, levels, statement_writer(cfg, mapper, rng),
+    records, skipped = sft_records(examples, chains, levels, statement_writer(cfg, rng),
                                    write_chain, drop_unanswered=cfg.sft_data.drop_unanswered)
     if not records:
         raise RunError(f"{est}: no train chain could be turned into an SFT record ({skipped})")
@@ -258,11 +257,13 @@ def stage_sft_data(run: Run) -> dict:
     return summary
 
 
-def statement_writer(cfg: RunConfig, mapper, rng):
-    """level -> statement for the SFT data: the mapper's seeded forward mapping, restricted to the
-    first `sft_data.statements_per_level` statements of each level's pool when that is set."""
+def statement_writer(cfg: RunConfig, rng, mapper=None):
+    """level -> statement for the SFT data: the mapper's seeded forward mapping (`mapper`, else
+    the config's, built only here: the restricted draw below needs no encoder), restricted to
+    the first `sft_data.statements_per_level` statements of each level's pool when that is set."""
     k = cfg.sft_data.statements_per_level
     if k is None or cfg.statements.kind == "numeric":
+        mapper = mapper or make_statement_mapper(cfg)
         return lambda level: mapper.statement(level, rng)
     from mmboundary.statements.pool import default_pool
 
@@ -270,11 +271,14 @@ def statement_writer(cfg: RunConfig, mapper, rng):
     return lambda level: pool[level][int(rng.integers(min(k, len(pool[level]))))]
 
 
-def make_statement_mapper(cfg: RunConfig):
-    """The forward/backward statement mapping the config names (`statements`)."""
+def make_statement_mapper(cfg: RunConfig, encoder=None):
+    """The forward/backward statement mapping the config names (`statements`); `encoder`: an
+    already loaded MiniLM `SentenceSimilarity` to share (None: the mapper loads its own)."""
     from mmboundary.statements.mapping import make_mapper
 
     options = {}
+    if encoder is not None and cfg.statements.kind == "statement":
+        options["encoder"] = encoder
     if cfg.statements.min_similarity is not None:
         options["min_similarity"] = cfg.statements.min_similarity
     return make_mapper(cfg.statements.kind, **options)
@@ -297,7 +301,7 @@ def stage_sft(run: Run) -> dict:
     records = ds.to_list()
     replay = []
     if cfg.sft.replay_share > 0:
-        from mmboundary.training.sft import caption_replay
+        from mmboundary.training.base import caption_replay
 
         n = int(round(len(records) * cfg.sft.replay_share / (1 - cfg.sft.replay_share)))
         replay = caption_replay(load_split(run, "train", cfg.estimate.train_examples), n,
@@ -408,7 +412,10 @@ def stage_evaluate(run: Run) -> dict:
                 if expressed:
                     from mmboundary.statements.chain_format import parse_chains
 
-                    mapper = mapper or make_statement_mapper(cfg)
+                    # the matcher is the same offline MiniLM unless configured otherwise: load it once
+                    shared = matcher if cfg.evaluate.match_model is None and cfg.evaluate.match_kind == "bi-encoder" \
+                        else None
+                    mapper = mapper or make_statement_mapper(cfg, encoder=shared)
                     parsed = parse_chains(texts, mapper)
                     chains = [expressed_chain_record(ex, t, p) for ex, t, p in zip(examples, texts, parsed)]
                 else:

@@ -24,7 +24,9 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
@@ -83,17 +85,30 @@ def training_items(cfg: RunConfig, examples: list[Example]) -> list[tuple[Exampl
     the items (the perception curriculum of `mmboundary.data.benchmark.captions`)."""
     items = [(ex, ex.question, reference_response(ex)) for ex in examples]
     share = cfg.base.caption_share
-    with_scene = [ex for ex in examples if ex.scene is not None]
-    if share > 0 and with_scene:
-        from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
-
+    if share > 0:
+        by_id = {ex.id: ex for ex in examples}
         n = int(round(len(items) * share / (1 - share)))
-        rng = random.Random(cfg.seed)
-        for i in range(n):
-            ex = with_scene[i % len(with_scene)] if n <= len(with_scene) else rng.choice(with_scene)
-            items.append((ex, CAPTION_QUESTION,
-                          " ".join(caption_sentences(ex.scene, cfg.data.benchmark.colors))))
+        items += [(by_id[c["example_id"]], c["question"], c["response"])
+                  for c in caption_replay(examples, n, cfg.data.benchmark.colors, cfg.seed)]
     return items
+
+
+def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> list[dict[str, Any]]:
+    """`n` dense-caption items (the perception curriculum, no statements) of examples with a
+    scene, in the columns of an SFT record: cycling through them when n is at most their number,
+    else drawn with a generator seeded by `seed`. Used by `training_items` and, as replay against
+    forgetting, by the SFT stage (`sft.replay_share`)."""
+    from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
+
+    with_scene = [ex for ex in examples if ex.scene is not None]
+    if n <= 0 or not with_scene:
+        return []
+    rng = random.Random(seed)
+    picked = [with_scene[i % len(with_scene)] if n <= len(with_scene) else rng.choice(with_scene)
+              for i in range(n)]
+    return [{"example_id": ex.id, "image": str(ex.image), "question": CAPTION_QUESTION, "choices": None,
+             "response": " ".join(caption_sentences(ex.scene, colors)), "levels": [], "statements": []}
+            for ex in picked]
 
 
 def train_base_vlm(cfg: RunConfig, vlm, examples: list[Example], out_dir: Path, accelerator: Accelerator) -> dict:

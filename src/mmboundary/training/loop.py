@@ -153,25 +153,35 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, opt, sch
     so loading needs no unpickling of code (`torch.load(weights_only=True)`)."""
     from safetensors.torch import save_file
 
+    def fill(tmp: Path) -> None:
+        weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+        save_file(weights, str(tmp / "trainable.safetensors"))
+        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+                    "order": list(extra["order"]), "curve": list(extra["curve"]),
+                    "skipped": int(extra["skipped"]), "running": float(extra["running"])},
+                   tmp / "trainer_state.pt")
+
+    return write_checkpoint(directory, "step", step, fill)
+
+
+def write_checkpoint(directory: Path, prefix: str, number: int, fill: Callable[[Path], None]) -> Path:
+    """Checkpoint `<prefix>-<number>` under `directory`, whole or absent: `fill(tmp)` writes its
+    files into a temporary folder, which is then renamed into place; older `<prefix>-*`
+    checkpoints are removed afterwards."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"step-{step}"
-    tmp = directory / f".tmp-step-{step}"
+    final = directory / f"{prefix}-{number}"
+    tmp = directory / f".tmp-{prefix}-{number}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
-    save_file(weights, str(tmp / "trainable.safetensors"))
-    torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                "order": list(extra["order"]), "curve": list(extra["curve"]),
-                "skipped": int(extra["skipped"]), "running": float(extra["running"])},
-               tmp / "trainer_state.pt")
+    fill(tmp)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
     for p in directory.iterdir():
-        if p != final and p.is_dir() and p.name.startswith("step-"):
+        if p != final and p.is_dir() and p.name.startswith(f"{prefix}-"):
             shutil.rmtree(p)
     return final
 

@@ -856,25 +856,16 @@ def save_rl_checkpoint(directory: Path, iteration: int, pv: PolicyWithValue, opt
     """Write `iter-<iteration>` atomically (temporary folder, then rename); remove older ones."""
     from safetensors.torch import save_file
 
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"iter-{iteration}"
-    tmp = directory / f".tmp-iter-{iteration}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_file(_trainable(pv.model), str(tmp / "trainable.safetensors"))
-    pv.value_head.save(tmp / "value_head.safetensors")
-    torch.save({"iteration": iteration, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "kl": kl.state_dict(),
-                "history": json.dumps(history), "nonfinite": int(nonfinite)}, tmp / "trainer_state.pt")
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
-    for p in directory.iterdir():
-        if p != final and p.is_dir() and p.name.startswith("iter-"):
-            shutil.rmtree(p)
-    return final
+    from mmboundary.training.loop import write_checkpoint
+
+    def fill(tmp: Path) -> None:
+        save_file(_trainable(pv.model), str(tmp / "trainable.safetensors"))
+        pv.value_head.save(tmp / "value_head.safetensors")
+        torch.save({"iteration": iteration, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "kl": kl.state_dict(),
+                    "history": json.dumps(history), "nonfinite": int(nonfinite)}, tmp / "trainer_state.pt")
+
+    return write_checkpoint(directory, "iter", iteration, fill)
 
 
 def load_rl_checkpoint(path: Path, pv: PolicyWithValue, optimizer, scheduler, kl) -> dict[str, Any]:

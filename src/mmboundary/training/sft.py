@@ -72,24 +72,6 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
     return records, skipped
 
 
-def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> list[dict[str, Any]]:
-    """`n` SFT items that replay the base stage's dense captions (no statements) of examples
-    with a scene, drawn with a seeded generator (`SftConfig.replay_share`)."""
-    import random
-
-    from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
-
-    with_scene = [ex for ex in examples if ex.scene is not None]
-    if n <= 0 or not with_scene:
-        return []
-    rng = random.Random(seed)
-    picked = [with_scene[i % len(with_scene)] for i in range(n)] if n <= len(with_scene) else \
-        [rng.choice(with_scene) for _ in range(n)]
-    return [{"example_id": ex.id, "image": str(ex.image), "question": CAPTION_QUESTION, "choices": None,
-             "response": " ".join(caption_sentences(ex.scene, colors)), "levels": [], "statements": []}
-            for ex in picked]
-
-
 def _lora_wrap(model, cfg):
     """PEFT LoRA adapters on the language model's projections named in `cfg.lora_targets`."""
     from peft import LoraConfig, get_peft_model
