@@ -83,6 +83,22 @@ _stage_command("rl", "Stage rl: PPO with per-step rewards (R_KA, R_EC, R_CS) fro
 _stage_command("evaluate", "Stage evaluate: chains on the test/OOD splits; Acc, ECE, MECE, F1, AUROC, Brier per model.")
 
 
+@app.command()
+def fork(source: Annotated[Path, typer.Argument(help="An existing run directory.")],
+         target: Annotated[Path, typer.Argument(help="The new run directory.")],
+         set_: SetOpt = None,
+         reuse: Annotated[Optional[list[str]], typer.Option(help="Reuse only these stages (repeatable).")] = None) -> None:
+    """A new run from an existing one with --set overrides, starting with every completed stage
+    the overrides leave valid (hard-linked); then `mmboundary run -r TARGET` runs the rest."""
+    from mmboundary.runs import fork_run
+
+    def go():
+        r, taken = fork_run(source, target, set_ or [], reuse)
+        err.print(f"forked {source} -> {r.root}; reused: {', '.join(taken) or 'nothing'}")
+
+    _guard(go)
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the fully resolved config (defaults included)."""
