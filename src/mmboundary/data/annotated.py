@@ -42,7 +42,8 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from mmboundary.data.images import MAX_IMAGE_PIXELS, image_problem
-from mmboundary.data.jsonl import field_name, resolve_image_path, select_split
+from mmboundary.data.jsonl import (field_name, lone_surrogate_field, parse_json_text,
+                                    resolve_image_path, select_split)
 from mmboundary.errors import DataError
 from mmboundary.records import Example, ReferenceStep, StepKind
 
@@ -168,6 +169,10 @@ def _map_record(rec: _Record, *, dataset: str, image_dir: Path, image_pattern: s
     if not isinstance(rec.data, dict):
         raise rec.error(f"expected a JSON object, got {_json_type(rec.data)}")
     data = rec.data
+    where = lone_surrogate_field(data)
+    if where is not None:
+        raise rec.error("a string holds a lone UTF-16 surrogate (an escape such as \\ud800 "
+                        "with no pair), which is not text", where)
 
     # id
     id_keys = ("id", "question_id") if dataset == "culturalvqa" else ("question_id", "id")
@@ -240,8 +245,12 @@ def _map_record(rec: _Record, *, dataset: str, image_dir: Path, image_pattern: s
     else:
         fields = {k: v for k, v in data.items() if isinstance(k, str) and k.isidentifier()}
         fields["id"] = example_id
-        if isinstance(fields.get("image_id"), str) and fields["image_id"].strip().isdigit():
-            fields["image_id"] = int(fields["image_id"])
+        raw_image_id = fields.get("image_id")
+        if isinstance(raw_image_id, str) and raw_image_id.strip().isdecimal():
+            try:  # isdecimal, not isdigit: int() rejects digits such as "²"
+                fields["image_id"] = int(raw_image_id)
+            except ValueError:  # over Python's 4300-digit int/str limit: left as a string
+                pass
         if dataset == "scienceqa" and fields.get("image_id") is None:
             fields["image_id"] = example_id
         try:
@@ -347,7 +356,7 @@ def read_annotated(path: str | Path, image_dir: str | Path | None, *,
     if not text.strip():
         raise DataError("empty annotation file: no records", file=path)
     try:
-        records = json.loads(text)
+        records = parse_json_text(text)
     except json.JSONDecodeError as e:
         raise DataError(f"malformed JSON: {e.msg} (column {e.colno}; the file must be one JSON "
                         f"list)", file=path, line=e.lineno) from None

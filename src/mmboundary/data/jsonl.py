@@ -32,16 +32,27 @@ def example_to_json(example: Example, root: Path) -> dict:
 
 
 def write_examples(examples: Iterable[Example], path: str | Path) -> int:
-    """Write examples as JSONL, atomically (to a temporary name, then renamed). Returns the count."""
+    """Write examples as JSONL, atomically (to a temporary name, then renamed). Returns the count.
+
+    If anything fails part-way (an example that cannot be written, a full disk, an exception
+    from the `examples` iterable), the temporary file is removed and `path` is left as it was:
+    no partial output is ever left behind.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = 0
-    with tmp.open("w", encoding="utf-8") as f:
-        for ex in examples:
-            f.write(json.dumps(example_to_json(ex, path.parent), ensure_ascii=False) + "\n")
-            n += 1
-    os.replace(tmp, path)
+    try:
+        with tmp.open("w", encoding="utf-8") as f:
+            for ex in examples:
+                f.write(json.dumps(example_to_json(ex, path.parent), ensure_ascii=False) + "\n")
+                n += 1
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
     return n
 
 
@@ -79,6 +90,56 @@ def validation_error_to_data_error(err: ValidationError, *, file: str | Path,
     if len(errors) > 1:
         reason += f" (and {len(errors) - 1} more error{'s' if len(errors) > 2 else ''} in this record)"
     return DataError(reason, file=file, line=line, field=field)
+
+
+def lone_surrogate_field(value: object, loc: tuple = ()) -> str | None:
+    """The field (as `field_name` spells it) of the first string, or object key, that holds a
+    lone UTF-16 surrogate, or None.
+
+    JSON allows escapes such as `"\\ud800"` that decode to a lone surrogate: a Python string
+    that cannot be encoded as UTF-8, so it could be read but never written back (or validated
+    as JSON by pydantic). The loaders reject it naming the field.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return field_name(loc)
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and lone_surrogate_field(key) is not None:
+                return field_name((*loc, key))
+            found = lone_surrogate_field(item, (*loc, key))
+            if found is not None:
+                return found
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = lone_surrogate_field(item, (*loc, i))
+            if found is not None:
+                return found
+    return None
+
+
+def parse_json_text(text: str, **kw) -> object:
+    """`json.loads(text, **kw)`, with the errors that are not `JSONDecodeError` made into one.
+
+    `json.loads` also raises a plain `ValueError` for an integer of more than 4300 digits
+    (Python's int/str conversion limit) and `RecursionError` for deeply nested arrays or
+    objects; both are malformed input here, reported like a syntax error (line and column 1,
+    since the position is unknown).
+    """
+    try:
+        return json.loads(text, **kw)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise json.JSONDecodeError("arrays or objects nested too deeply", text, 0) from None
+    except ValueError as e:
+        if isinstance(e, _DuplicateKey):
+            raise
+        reason = str(e).split(":")[0]  # drop Python's advice on sys.set_int_max_str_digits
+        raise json.JSONDecodeError(f"unreadable value ({reason})", text, 0) from None
 
 
 def resolve_image_path(image: str, root: Path) -> Path:
@@ -133,6 +194,10 @@ def read_examples(path: str | Path, *, check_images: bool = True, split: str | N
     - `image` relative to the JSONL file's folder (or absolute) becomes an absolute path;
     - unknown fields, missing required fields and wrong types are errors (JSON types are taken
       strictly: `"truth": "yes"` is not a boolean, `"id": 3` is not a string);
+    - the question, every answer and every chain step's text must not be blank (whitespace
+      only); an empty chain (`[]`) is allowed;
+    - a string holding a lone UTF-16 surrogate (e.g. `"\\ud800"`), an integer of more than
+      4300 digits and arrays/objects nested too deeply to parse are errors;
     - ids must be unique in the file; the file must hold at least one example;
     - `check_images`: check every image with `check_image` (exists, opens, verifies, at most
       `max_pixels` pixels);
@@ -165,7 +230,7 @@ def read_examples(path: str | Path, *, check_images: bool = True, split: str | N
             if not text.strip():
                 continue
             try:
-                obj = json.loads(text.rstrip("\r\n"), object_pairs_hook=_no_duplicate_keys)
+                obj = parse_json_text(text.rstrip("\r\n"), object_pairs_hook=_no_duplicate_keys)
             except _DuplicateKey as e:
                 raise DataError("the key appears twice in the JSON object", file=path,
                                 line=lineno, field=e.key) from None
@@ -175,6 +240,11 @@ def read_examples(path: str | Path, *, check_images: bool = True, split: str | N
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, got a JSON {_JSON_NAMES[type(obj)]}",
                                 file=path, line=lineno)
+            where = lone_surrogate_field(obj)
+            if where is not None:
+                raise DataError("a string holds a lone UTF-16 surrogate (an escape such as "
+                                "\\ud800 with no pair), which is not text", file=path,
+                                line=lineno, field=where)
             image = obj.get("image")
             if isinstance(image, str):
                 if not image.strip():
@@ -184,9 +254,14 @@ def read_examples(path: str | Path, *, check_images: bool = True, split: str | N
                 ex = Example.model_validate_json(json.dumps(obj), strict=True)
             except ValidationError as e:
                 raise validation_error_to_data_error(e, file=path, line=lineno) from None
+            if not ex.question.strip():
+                raise DataError("blank question", file=path, line=lineno, field="question")
             for i, answer in enumerate(ex.answers):
                 if not answer.strip():
                     raise DataError("blank answer", file=path, line=lineno, field=f"answers[{i}]")
+            for i, step in enumerate(ex.chain):
+                if not step.text.strip():
+                    raise DataError("blank step", file=path, line=lineno, field=f"chain[{i}].text")
             if ex.choices is not None:
                 if not ex.choices:
                     raise DataError("empty list of choices (use null or leave the field out for "
