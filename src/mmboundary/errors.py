@@ -34,3 +34,11 @@ class ConfigError(MMBoundaryError):
 
 class RunError(MMBoundaryError):
     """A run directory that cannot be used (e.g. its config differs from the one requested)."""
+
+
+class NonFiniteError(MMBoundaryError):
+    """Training stopped: too many batches in a row had a non-finite (NaN/inf) loss or gradient.
+
+    The message names the run's description (stage), the step, and the newest checkpoint, which
+    was written before the faults and is left as it was (resume from it after fixing the cause).
+    """

@@ -1,9 +1,18 @@
-"""A thin supervised training loop on accelerate (used by stage `base`).
+"""A thin supervised training loop on accelerate (used by stages `base` and `sft`).
 
 AdamW, linear warm-up then cosine decay, gradient clipping, seeded shuffling. The loss is the
 model's own (`model(**batch).loss`) unless a `loss_fn` is given; for causal LMs the batch's
 `labels` are -100 outside the response, so the loss is on response tokens only.
-Non-finite losses are not applied to the weights (the step is skipped and counted).
+
+Numerical faults: a batch whose loss, or whose gradient norm, is not finite (NaN/inf) is not
+applied to the weights: it is logged, counted (`skipped_nonfinite` in the summary) and skipped
+(the learning-rate schedule still advances, so the step numbers stay aligned). After
+`max_nonfinite_in_a_row` such batches in a row, training stops with `NonFiniteError`; no
+checkpoint is written after a fault, and one is never written from non-finite weights, so the
+newest checkpoint (from before the faults) stays intact to resume from. With several processes
+the decision is taken jointly (any process's non-finite loss skips the step everywhere). Under
+fp16 mixed precision a gradient overflow is left to accelerate's loss scaler, which skips that
+update itself and lowers the scale.
 
 Resumable: with `checkpoint_dir`, every `save_every` optimiser steps the trainable weights
 (safetensors), the optimiser and scheduler states, the batch order, the random generators and
@@ -26,6 +35,7 @@ import torch
 from accelerate import Accelerator
 
 from mmboundary.config import TrainConfig
+from mmboundary.errors import NonFiniteError
 from mmboundary.progress import make_progress
 
 log = logging.getLogger("mmboundary.training")
@@ -57,12 +67,23 @@ def train_supervised(
     loss_fn: Callable[[torch.nn.Module, dict[str, Any]], torch.Tensor] | None = None,
     checkpoint_dir: Path | None = None,
     save_every: int | None = None,
+    max_nonfinite_in_a_row: int | None = 3,
 ) -> dict[str, Any]:
-    """Train `model` in place; returns a summary with the loss curve (one value per log step).
+    """Train `model` in place; returns a summary with the loss curve (one value per log step)
+    and `skipped_nonfinite`, the number of batches skipped for a non-finite loss or gradient.
 
-    With `checkpoint_dir` (and `save_every`), resumable as described in the module docstring."""
+    With `checkpoint_dir` (and `save_every`), resumable as described in the module docstring.
+
+    `max_nonfinite_in_a_row`: a batch with a non-finite loss or gradient norm is skipped (not
+    applied to the weights); after this many in a row, training stops with `NonFiniteError`
+    naming the step and the newest checkpoint, which is left intact. None: never stop (every
+    such batch is still skipped). **[choice]** 3: one or two bad batches are survivable noise
+    (a degenerate batch, an fp16 overflow); three in a row means the weights, the data or the
+    learning rate are broken, and going on would waste the run."""
     if not items:
         raise ValueError(f"{description}: no training items")
+    if max_nonfinite_in_a_row is not None and max_nonfinite_in_a_row < 1:
+        raise ValueError(f"max_nonfinite_in_a_row must be at least 1 or None, not {max_nonfinite_in_a_row}")
     steps = total_steps(len(items), cfg)
     warmup = int(cfg.warmup_ratio * steps)
     opt = torch.optim.AdamW(adamw_param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -82,6 +103,7 @@ def train_supervised(
     curve: list[float] = state["curve"]
     skipped: int = state["skipped"]
     running: float = state["running"]
+    in_a_row = 0  # checkpoints are written only after an applied step, so this starts at 0
     with make_progress() as progress:
         task = progress.add_task(description, total=steps, info="", completed=state["step"])
         for step in range(state["step"], steps):
@@ -91,14 +113,36 @@ def train_supervised(
             batch = collate([items[i] for i in idx])
             batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
             loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
-            if not torch.isfinite(loss):
+            fault = None
+            if not _finite_everywhere(loss, accelerator):
+                fault = (f"non-finite loss {loss.item()}" if not torch.isfinite(loss).all()
+                         else "non-finite loss on another process")
+            else:
+                accelerator.backward(loss)
+                grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                # with fp16 loss scaling, an overflow is the scaler's to handle: opt.step() skips
+                # the update and lowers the scale (skipping opt.step here would keep the scale)
+                if (grad_norm is not None and accelerator.scaler is None
+                        and not torch.isfinite(torch.as_tensor(grad_norm))):
+                    fault = f"non-finite gradient norm {float(grad_norm)} (loss {loss.item():.4g})"
+            if fault is not None:
                 skipped += 1
-                log.warning("%s step %d: non-finite loss %s, step skipped", description, step, loss.item())
+                in_a_row += 1
                 opt.zero_grad(set_to_none=True)
                 sched.step()
+                progress.advance(task)
+                log.warning("%s step %d: %s, batch skipped (%d in a row, %d in all)", description,
+                            step + 1, fault, in_a_row, skipped)
+                if max_nonfinite_in_a_row is not None and in_a_row >= max_nonfinite_in_a_row:
+                    latest = latest_checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
+                    raise NonFiniteError(
+                        f"{description}: stopped at step {step + 1}/{steps}: {in_a_row} batches in a "
+                        f"row had a non-finite loss or gradient (last: {fault}); the weights were not "
+                        f"updated by them. "
+                        + (f"Newest checkpoint, left intact: {latest}" if latest is not None else
+                           "No checkpoint was written before the faults."))
                 continue
-            accelerator.backward(loss)
-            accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            in_a_row = 0
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
@@ -112,6 +156,13 @@ def train_supervised(
                 running = 0.0
             progress.advance(task)
             if checkpoint_dir is not None and save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+                bad = [n for n, p in accelerator.unwrap_model(model).named_parameters()
+                       if p.requires_grad and not torch.isfinite(p).all()]
+                if bad:  # never replace the last good checkpoint with broken weights
+                    raise NonFiniteError(
+                        f"{description}: step {step + 1}: non-finite weights ({', '.join(bad[:3])}"
+                        f"{' ...' if len(bad) > 3 else ''}); checkpoint not written, newest "
+                        f"checkpoint left intact: {latest_checkpoint(checkpoint_dir)}")
                 save_checkpoint(checkpoint_dir, step + 1, accelerator.unwrap_model(model), opt, sched, gen,
                                 {"order": order, "curve": curve, "skipped": skipped, "running": running})
     model.eval()
@@ -120,6 +171,15 @@ def train_supervised(
     if resumed_from is not None:
         summary["resumed_from"] = resumed_from
     return summary
+
+
+def _finite_everywhere(loss: torch.Tensor, accelerator: Accelerator) -> bool:
+    """Whether the loss is finite on every process (one flag summed over processes), so that all
+    processes skip, or all apply, the same step."""
+    bad = torch.tensor(0.0 if torch.isfinite(loss).all() else 1.0, device=accelerator.device)
+    if accelerator.num_processes > 1:
+        bad = accelerator.reduce(bad, reduction="sum")
+    return float(bad) == 0.0
 
 
 # --- checkpoints --------------------------------------------------------------------------------
