@@ -13,6 +13,10 @@ internally): a bi-encoder embeds the distinct sentences of all pairs once, so a 
 by many pairs (the full step of TokenSAR's removals) is embedded once, and kept in a cache
 (`cache_size` strings) so that later batches embed only strings never seen before.
 `calls` counts the encoder calls actually made (at most one per `pairwise`).
+
+Safe loading: the encoder's weights are read from safetensors only (`use_safetensors=True`; a
+checkpoint with only a pickled `pytorch_model.bin` is refused with a `ConfigError`), and no
+remote code is run (sentence-transformers' `trust_remote_code` stays at its default, False).
 """
 
 from __future__ import annotations
@@ -58,7 +62,13 @@ class SentenceSimilarity:
         self.cross_encoder = kind == "cross-encoder"
         self.batch_size = batch_size
         cls = CrossEncoder if self.cross_encoder else SentenceTransformer
-        self.model = cls(self.path, device=device)
+        try:
+            self.model = cls(self.path, device=device, model_kwargs={"use_safetensors": True})
+        except OSError as e:
+            from mmboundary.errors import ConfigError
+
+            raise ConfigError(f"sentence encoder {self.path!r} cannot be loaded (only safetensors "
+                              f"weights are read): {e}") from e
         self.calls = 0
         # Embeddings of strings already seen (bi-encoder): chains repeat the same sentences and
         # TokenSAR's removals often, so each distinct string is embedded once per estimator.
