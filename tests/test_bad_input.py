@@ -43,7 +43,8 @@ from mmboundary.errors import ConfigError, DataError, MMBoundaryError
 from mmboundary.records import Example
 
 # Modest example counts and no deadline: the whole file runs in well under 30 s on 2 cores.
-# No example database: nothing is written to the working tree.
+# No example database (failures print their reproduction instead); hypothesis still keeps its
+# own caches in .hypothesis/, which carries its own .gitignore.
 FAST = settings(max_examples=40, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow])
 
