@@ -191,3 +191,32 @@ def test_group_token_advantages_from_rollouts():
     assert tb.tolist() == pytest.approx([adv[3]] * 3)
     with pytest.raises(ValueError, match="assign_rewards"):
         group_token_advantages([gap_rollout()])
+
+
+# --- leave-one-out baseline within cells (the 'statement' estimator) -------------------------------
+
+def test_leave_one_out_advantages_by_hand():
+    from mmboundary.training.advantages import cell_sums, leave_one_out_advantages
+
+    values, cells = [1.0, 3.0, 5.0, 2.0], [0, 0, 0, 1]
+    sums, counts = cell_sums(values, cells, 3)
+    assert sums.tolist() == [9.0, 2.0, 0.0] and counts.tolist() == [3.0, 1.0, 0.0]
+    # 1 - (3+5)/2 = -3; 3 - (1+5)/2 = 0; 5 - (1+3)/2 = 3; alone in its cell: 0
+    assert leave_one_out_advantages(values, cells, sums, counts) == [-3.0, 0.0, 3.0, 0.0]
+
+
+def test_leave_one_out_uses_the_totals_of_every_process():
+    from mmboundary.training.advantages import cell_sums, leave_one_out_advantages
+
+    a_vals, a_cells = [1.0, 3.0], [0, 0]
+    b_vals, b_cells = [5.0, 2.0], [0, 1]
+    sa, ca = cell_sums(a_vals, a_cells, 2)
+    sb, cb = cell_sums(b_vals, b_cells, 2)
+    whole = leave_one_out_advantages(a_vals + b_vals, a_cells + b_cells, sa + sb, ca + cb)
+    split = (leave_one_out_advantages(a_vals, a_cells, sa + sb, ca + cb)
+             + leave_one_out_advantages(b_vals, b_cells, sa + sb, ca + cb))
+    assert whole == split == [-3.0, 0.0, 3.0, 0.0]
+    with pytest.raises(ValueError, match="outside"):
+        cell_sums([1.0], [2], 2)
+    with pytest.raises(ValueError, match="do not include"):
+        leave_one_out_advantages([1.0], [1], sa, ca)

@@ -191,10 +191,35 @@ def test_reward_reaching_the_optimiser_is_the_configured_sum(examples, tokenizer
     assert batch.samples[1].rollout.rewards[-1].r_ec == -1.0
 
 
+def test_statement_advantage_by_hand(examples, tokenizer, ctx):
+    """'statement' advantages: on statement tokens only, the step's calibration reward minus the
+    mean of the other steps of its (correctness, internal level) cell, over the batch's RMS."""
+    weights = RewardWeights(alpha=0.5, beta=2.0, gamma=0.25)
+    cfg = RLConfig(reward=weights, advantage="statement", loss_on="statements")
+    batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
+    items = [(i, st, rw) for i, s in enumerate(batch.samples) for st, rw in zip(s.rollout.steps, s.rollout.rewards)
+             if st.statement_start is not None]
+    calib = [2.0 * rw.r_ec + 0.25 * rw.r_cs for _, _, rw in items]
+    cells = [(st.correct, st.internal_level) for _, st, _ in items]
+    loo = []
+    for k, (v, c) in enumerate(zip(calib, cells)):
+        others = [w for j, (w, d) in enumerate(zip(calib, cells)) if d == c and j != k]
+        loo.append(v - sum(others) / len(others) if others else 0.0)
+    rms = (sum(a * a for a in loo) / len(loo)) ** 0.5
+    assert rms > 0
+    expected = torch.zeros_like(batch.advantages)
+    for (i, st, _), a in zip(items, loo):
+        expected[i, st.statement_start:st.statement_end] = a / rms
+    assert torch.allclose(batch.advantages, expected, atol=1e-6)
+    assert not batch.advantages[~batch.policy_mask].any()
+    with pytest.raises(ValueError, match="loss_on"):
+        RLConfig(advantage="statement")
+
+
 def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
     from mmboundary.training.ppo_math import statement_token_mask
 
-    cfg = RLConfig(loss_on="statements")
+    cfg = RLConfig(loss_on="statements", anchor_coef=0.0)
     batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
     for i, s in enumerate(batch.samples):
         n = len(s.rollout)
@@ -211,6 +236,17 @@ def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
     reached = (logp.grad != 0) | (ent.grad != 0)
     assert not reached[~batch.policy_mask].any()
     assert reached[batch.policy_mask].all()
+    # the anchor: every other generated token gets exactly the gradient of
+    # anchor_coef * mean_j k3(ref_j - logp_j), i.e. anchor_coef * (1 - exp(ref_j - logp_j)) / n_other
+    other = batch.value_mask & ~batch.policy_mask
+    cfg_a = cfg.model_copy(update={"anchor_coef": 2.0})
+    logp_a = (batch.old_logprobs + 0.3 * other).clone().requires_grad_(True)
+    loss, stats = ppo_loss(logp_a, None, None, mb, cfg_a, 0.05, float(batch.policy_mask.sum()),
+                           float(batch.value_mask.sum()), 1, float(other.sum()))
+    loss.backward()
+    expected = 2.0 * (1 - torch.exp(batch.ref_logprobs - logp_a.detach())) / other.sum()
+    assert torch.allclose(logp_a.grad[other], expected[other], atol=1e-6)
+    assert stats["anchor_tokens"] == float(other.sum()) and stats["kl_anchor"] > 0
     # with loss_on="all", tokens outside the statements get gradient too
     cfg_all = RLConfig(loss_on="all")
     mb["policy_mask"] = batch.value_mask

@@ -273,9 +273,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if not p.is_file():
             raise ConfigError(f"config file not found: {p}")
         try:
-            data = yaml.safe_load(p.read_text("utf-8")) or {}
+            text = p.read_text("utf-8")
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+        except OSError as e:
+            raise ConfigError(f"{p}: cannot be read: {e.strerror or e}") from None
+        try:
+            data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{p}: not valid YAML: {e}") from None
+        except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits, deep nesting
+            raise ConfigError(f"{p}: cannot be read as a config: {type(e).__name__}: "
+                              f"{str(e)[:200]}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: the top level must be a mapping of keys")
     if overrides:

@@ -208,3 +208,40 @@ def group_token_advantages(rollouts: Sequence[Rollout], discount: float = 1.0,
         group.append([s.total for s in r.rewards])
     per_step = group_normalized_step_advantages(group, discount, eps)
     return [broadcast_step_values(r, a) for r, a in zip(rollouts, per_step, strict=True)]
+
+
+# --- Critic-free, per statement: a leave-one-out baseline within (correctness, internal level) ---
+
+def cell_sums(values: Sequence[float], cells: Sequence[int], n_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-cell sums and counts of `values` (float64 tensors of length `n_cells`); a caller
+    with several processes adds them up over all processes before `leave_one_out_advantages`."""
+    sums = torch.zeros(n_cells, dtype=torch.float64)
+    counts = torch.zeros(n_cells, dtype=torch.float64)
+    for v, c in zip(values, cells, strict=True):
+        if not 0 <= c < n_cells:
+            raise ValueError(f"cell {c} is outside 0..{n_cells - 1}")
+        sums[c] += float(v)
+        counts[c] += 1.0
+    return sums, counts
+
+
+def leave_one_out_advantages(values: Sequence[float], cells: Sequence[int], sums: torch.Tensor,
+                             counts: torch.Tensor) -> list[float]:
+    """A_i = v_i - (mean of v_j over the OTHER items j of i's cell), 0 for an item alone in its
+    cell. `sums`, `counts`: per-cell totals over the whole batch (`cell_sums`, summed over
+    processes), which must include the items given here.
+
+    Used for the statement tokens ('statement' advantage of the RL stage): v is a step's
+    calibration reward (beta R_EC + gamma R_CS) and the cell is (step correctness, internal
+    level), the two facts of the step that the statement after it cannot change. Items of one
+    cell are steps in the same situation that said different things, so the difference is the
+    credit of what was said; a baseline that does not depend on the item's own action keeps the
+    policy gradient unbiased (leave-one-out), and it removes the variance of R_KA (fixed by the
+    step text before the statement) exactly."""
+    out = []
+    for v, c in zip(values, cells, strict=True):
+        n = float(counts[c])
+        if n < 1:
+            raise ValueError(f"cell {c}: counts do not include this item")
+        out.append(0.0 if n <= 1 else float(v) - (float(sums[c]) - float(v)) / (n - 1.0))
+    return out

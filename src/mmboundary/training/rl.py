@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmboundary.training.advantages import broadcast_step_values, gae, group_normalized_step_advantages, whiten
 from mmboundary.training.ppo_math import batch_token_mask, entropy_from_logits, policy_loss, value_loss
@@ -186,9 +186,18 @@ class RLConfig(_Section):
         "answer", description="**[choice]** y_t of a step whose truth cannot be decided (no scene to check "
         "against): the answer correctness a ('answer') or 0 ('wrong'). The built-in benchmark decides "
         "every step.")
-    advantage: Literal["gae", "group"] = Field(
+    advantage: Literal["gae", "group", "statement"] = Field(
         "gae", description="'gae': GAE over tokens with the value head (the paper); 'group': critic-free, "
-        "step returns normalised over each question's samples, the KL penalty then added to the loss.")
+        "step returns normalised over each question's samples, the KL penalty then added to the loss; "
+        "'statement': critic-free, for `loss_on='statements'` only: each statement's calibration reward "
+        "(beta R_EC + gamma R_CS) minus the mean of the batch's other steps with the same correctness and "
+        "internal level (`advantages.leave_one_out_advantages`), divided by the batch's RMS; the KL penalty "
+        "is added to the loss.")
+    anchor_coef: float = Field(
+        1.0, ge=0, description="With `loss_on='statements'`: weight of a KL(policy || SFT) term (k3 estimator, "
+        "token mean) on every generated token OUTSIDE the statements, which keeps the reasoning where the "
+        "SFT model had it (the weights are shared, so a statement-only loss moves the reasoning too). "
+        "**[choice]** 1.0; 0 = off.")
     loss_on: Literal["all", "statements"] = Field(
         "all", description="Tokens of the policy loss: every generated token, or only the statement tokens "
         "(the reasoning is then only kept near the SFT model, not trained). The value loss always uses "
@@ -211,6 +220,13 @@ class RLConfig(_Section):
     save_every: int = Field(10, gt=0, description="Iterations between resumable checkpoints.")
     train_examples: int | None = Field(None, gt=0, description="Use only the first N train questions (None: all).")
     seed: int | None = Field(None, description="Seed of question order and sampling (None: the run's seed).")
+
+    @model_validator(mode="after")
+    def _statement_needs_statement_loss(self):
+        if self.advantage == "statement" and self.loss_on != "statements":
+            raise ValueError("advantage 'statement' gives advantages to statement tokens only: set "
+                             "loss_on: statements")
+        return self
 
 
 # --- rollout records from sampled tokens --------------------------------------------------------
@@ -596,6 +612,36 @@ def _global_whiten(x: torch.Tensor, mask: torch.Tensor, accelerator) -> torch.Te
     return white[r * rows:(r + 1) * rows, : x.shape[1]].to(x.device)
 
 
+def _statement_advantages(samples: Sequence[Sample], reward_cfg: RewardConfig, length: int,
+                          accelerator) -> torch.Tensor:
+    """[B, L] advantages of the 'statement' estimator: on each parsed-or-not statement clause of an
+    active sample, `leave_one_out_advantages` of its calibration reward (total - alpha * R_KA)
+    within its (correctness, internal level) cell over the batch of every process, divided by
+    the RMS of those advantages; 0 elsewhere."""
+    from mmboundary.training.advantages import cell_sums, leave_one_out_advantages
+
+    items = []  # (sample index, step, value, cell)
+    for i, s in enumerate(samples):
+        if not s.active:
+            continue
+        for st, rw in zip(s.rollout.steps, s.rollout.rewards or ()):
+            if st.statement_start is None:
+                continue
+            items.append((i, st, rw.total - reward_cfg.alpha * rw.r_ka,
+                          int(st.correct) * N_LEVELS + int(st.internal_level) - 1))
+    sums, counts = cell_sums([v for *_, v, _ in items], [c for *_, c in items], 2 * N_LEVELS)
+    reduced = _reduce_sum(list(sums) + list(counts), accelerator)
+    sums = torch.tensor(reduced[:2 * N_LEVELS], dtype=torch.float64)
+    counts = torch.tensor(reduced[2 * N_LEVELS:], dtype=torch.float64)
+    adv_steps = leave_one_out_advantages([v for *_, v, _ in items], [c for *_, c in items], sums, counts)
+    sq, n = _reduce_sum([sum(a * a for a in adv_steps), float(len(adv_steps))], accelerator)
+    rms = math.sqrt(sq / n) if n else 0.0
+    adv = torch.zeros((len(samples), length))
+    for (i, st, _, _), a in zip(items, adv_steps):
+        adv[i, st.statement_start:st.statement_end] = a / rms if rms > 1e-8 else 0.0
+    return adv
+
+
 def prepare_batch(samples: Sequence[Sample], cfg: RLConfig, kl_coef: float, accelerator=None) -> PPOBatch:
     """Rewards and advantages of scored samples (`score_samples`).
 
@@ -632,6 +678,9 @@ def prepare_batch(samples: Sequence[Sample], cfg: RLConfig, kl_coef: float, acce
         adv, returns = gae(rewards, old_values, value_mask, gamma=cfg.gae_gamma, lam=cfg.gae_lambda)
         if cfg.whiten_advantages:
             adv = _global_whiten(adv, value_mask, accelerator)
+    elif cfg.advantage == "statement":
+        returns = torch.zeros_like(rewards)
+        adv = _statement_advantages(samples, reward_cfg, real.shape[1], accelerator)
     else:
         returns = torch.zeros_like(rewards)
         adv = torch.zeros_like(rewards)
@@ -657,7 +706,8 @@ def prepare_batch(samples: Sequence[Sample], cfg: RLConfig, kl_coef: float, acce
 
 def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: torch.Tensor | None,
              mb: Mapping[str, torch.Tensor], cfg: RLConfig, kl_coef: float,
-             global_policy_tokens: float, global_value_tokens: float, world_size: int = 1):
+             global_policy_tokens: float, global_value_tokens: float, world_size: int = 1,
+             global_anchor_tokens: float = 1.0):
     """The loss of one (local) minibatch and its statistics as local SUMS over counted tokens.
 
     loss = N/P * [sum_policy-tokens (clipped surrogate - ent_coef * entropy [+ kl_coef * k3 KL
@@ -690,9 +740,19 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
         lr = torch.where(pmask, mb["ref_logprobs"] - logp_new, torch.zeros_like(logp_new))
         kl = (torch.expm1(lr) - lr).sum() / n_p
         stats["kl_ref"] = float(kl.detach()) * n_p
-        if cfg.advantage == "group" and kl_coef:
+        if cfg.advantage != "gae" and kl_coef:
             term = term + kl_coef * kl
         loss = loss + term * (n_p * world_size / global_policy_tokens)
+    amask = vmask & ~pmask
+    n_a = int(amask.sum())
+    stats["anchor_tokens"] = float(n_a)
+    stats["kl_anchor"] = 0.0
+    if cfg.loss_on == "statements" and n_a:
+        la = torch.where(amask, mb["ref_logprobs"] - logp_new, torch.zeros_like(logp_new))
+        ka = (torch.expm1(la) - la).sum() / n_a
+        stats["kl_anchor"] = float(ka.detach()) * n_a
+        if cfg.anchor_coef:
+            loss = loss + cfg.anchor_coef * ka * (n_a * world_size / max(global_anchor_tokens, 1.0))
     if values_new is not None and cfg.advantage == "gae" and n_v:
         vl = value_loss(values_new, mb["old_values"], mb["returns"], vmask, cfg.value_clip)
         stats["value_loss"] = float(vl.loss.detach()) * n_v
@@ -737,11 +797,13 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
             mb = {k: getattr(batch, k)[idx, :length].to(device)
                   for k in ("old_logprobs", "old_values", "ref_logprobs", "advantages", "returns",
                             "policy_mask", "value_mask")}
-            g_p, g_v = _reduce_sum([mb["policy_mask"].sum(), mb["value_mask"].sum()], accelerator)
+            g_p, g_v, g_a = _reduce_sum([mb["policy_mask"].sum(), mb["value_mask"].sum(),
+                                         (mb["value_mask"] & ~mb["policy_mask"]).sum()], accelerator)
             inputs, n_prompt = response_inputs(vlm, [s.prompt for s in chunk], [s.image for s in chunk], tokens)
             logits, values = policy_value(**inputs)
             logp, vals, ent, _ = response_scores(logits, values, n_prompt, tokens, with_entropy=True)
-            loss, stats = ppo_loss(logp, vals, ent, mb, cfg, batch.kl_coef, max(g_p, 1.0), max(g_v, 1.0), world)
+            loss, stats = ppo_loss(logp, vals, ent, mb, cfg, batch.kl_coef, max(g_p, 1.0), max(g_v, 1.0), world,
+                                   max(g_a, 1.0))
             bad = _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]
             if bad:
                 skipped += 1
@@ -766,6 +828,8 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
     p_tok, v_tok = reduced.get("policy_tokens", 0.0), reduced.get("value_tokens", 0.0)
     for k in ("policy_loss", "entropy", "clip_fraction", "approx_kl", "kl_ref"):
         out[k] = reduced.get(k, 0.0) / p_tok if p_tok else float("nan")
+    a_tok = reduced.get("anchor_tokens", 0.0)
+    out["kl_anchor"] = reduced.get("kl_anchor", 0.0) / a_tok if a_tok else float("nan")
     for k in ("value_loss", "value_clip_fraction"):
         out[k] = reduced.get(k, 0.0) / v_tok if v_tok and cfg.advantage == "gae" else float("nan")
     out["optimizer_steps"] = float(steps)
