@@ -214,6 +214,8 @@ def test_statement_advantage_by_hand(examples, tokenizer, ctx):
     assert not batch.advantages[~batch.policy_mask].any()
     with pytest.raises(ValueError, match="loss_on"):
         RLConfig(advantage="statement")
+    with pytest.raises(ValueError, match="loss_on"):
+        RLConfig(sampling="statements")
 
 
 def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):

@@ -202,10 +202,12 @@ class VLM:
         max_new_tokens: int = 128,
         do_sample: bool = False,
         temperature: float = 1.0,
+        logits_processor: Any = None,
     ) -> list[list[int]]:
         """Generated token ids per question (left-padded batch), up to and including the first
         eos when one was generated. Sampling uses the plain tempered distribution (top_k and
-        top_p disabled, whatever the checkpoint's generation config says)."""
+        top_p disabled, whatever the checkpoint's generation config says). `logits_processor`:
+        a `transformers.LogitsProcessorList` applied after the built-in ones."""
         questions = list(questions)
         if choices_list is None:
             choices_list = [None] * len(questions)
@@ -223,6 +225,8 @@ class VLM:
             if temperature <= 0:
                 raise ValueError("generate: temperature must be > 0 when sampling")
             kwargs.update(temperature=temperature, top_k=0, top_p=1.0)
+        if logits_processor is not None:
+            kwargs["logits_processor"] = logits_processor
         out = self.model.generate(**batch, **kwargs)
         new = out[:, batch["input_ids"].shape[1]:].tolist()
         result = []

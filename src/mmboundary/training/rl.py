@@ -144,6 +144,10 @@ class RLConfig(_Section):
     samples_per_question: int = Field(3, gt=0, description="Sampled responses per question (paper: 3).")
     temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts. **[choice]** 1.0: "
                                "the policy's own distribution, which PPO's ratios assume.")
+    sampling: Literal["all", "statements"] = Field(
+        "all", description="What the rollouts sample: 'all' tokens (plain PPO), or only the 'statements' "
+        "with the reasoning decoded greedily as at evaluation (`training.sampling`; needs "
+        "`loss_on='statements'`).")
     max_new_tokens: int = Field(128, gt=0, description="Longest sampled response. **[choice]** 128, as "
                                 "`generation.max_new_tokens` (the default benchmark's chains with statements "
                                 "are up to about 100 tokens).")
@@ -226,6 +230,9 @@ class RLConfig(_Section):
         if self.advantage == "statement" and self.loss_on != "statements":
             raise ValueError("advantage 'statement' gives advantages to statement tokens only: set "
                              "loss_on: statements")
+        if self.sampling == "statements" and self.loss_on != "statements":
+            raise ValueError("sampling 'statements' decodes the reasoning greedily, so its tokens are not "
+                             "the policy's samples: set loss_on: statements")
         return self
 
 
@@ -454,11 +461,23 @@ def collect_samples(vlm, examples: Sequence[Any], ctx: RolloutContext, cfg: RLCo
     items = [(g, ex) for g, ex in enumerate(examples) for _ in range(k)]
     images = {ex.id: load_image(ex.image) for ex in examples}
     ids: list[list[int]] = []
+    flags = None
+    if cfg.sampling == "statements":
+        from mmboundary.training.sampling import token_flags
+
+        flags = token_flags(vlm.tokenizer, int(vlm.model.get_output_embeddings().weight.shape[0]))
     for i in range(0, len(items), cfg.forward_batch_size):
         chunk = [ex for _, ex in items[i:i + cfg.forward_batch_size]]
+        processors = None
+        if flags is not None:
+            from transformers import LogitsProcessorList
+
+            from mmboundary.training.sampling import StatementSampling
+
+            processors = LogitsProcessorList([StatementSampling(*flags)])
         ids += vlm.generate_ids([ex.question for ex in chunk], [ex.choices for ex in chunk],
                                 [images[ex.id] for ex in chunk], max_new_tokens=cfg.max_new_tokens,
-                                do_sample=True, temperature=cfg.temperature)
+                                do_sample=True, temperature=cfg.temperature, logits_processor=processors)
     return samples_from_ids(vlm, items, ids, ctx, cfg)
 
 
