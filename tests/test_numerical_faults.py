@@ -202,3 +202,43 @@ def test_ppo_update_without_nan_changes_the_weights(examples, tokenizer, ctx):
     out = ppo_update(pv, policy, batch, cfg, None, torch.optim.AdamW(pv.parameters(), lr=1e-2))
     assert out["nonfinite_skipped"] == 0 and out["optimizer_steps"] == 2
     assert not _equal(before, _state(pv))
+
+
+def test_ppo_update_skips_a_nan_gradient_and_stops_after_the_limit(examples, tokenizer, ctx):
+    """A finite loss whose gradient is NaN (a hook poisons it) is skipped like a NaN loss; with
+    `max_nonfinite_in_a_row` = 2 the second bad step in a row stops the update."""
+    from mmboundary.training.rl import RLConfig, _TooManyNonFinite, ppo_update
+
+    cfg, batch, pv, policy = _ppo_setup(examples, tokenizer, ctx)
+    param = next(p for p in pv.parameters() if p.requires_grad)
+    handle = param.register_hook(lambda g: g * float("nan"))
+    before = _state(pv)
+    opt = torch.optim.AdamW(pv.parameters(), lr=1e-2)
+    out = ppo_update(pv, policy, batch, cfg.model_copy(update={"max_nonfinite_in_a_row": None}), None, opt)
+    assert out["nonfinite_skipped"] == 2 and out["optimizer_steps"] == 0
+    assert _equal(before, _state(pv)) and not opt.state
+    with pytest.raises(_TooManyNonFinite):
+        ppo_update(pv, policy, batch, cfg.model_copy(update={"max_nonfinite_in_a_row": 2}), None, opt)
+    handle.remove()
+    assert RLConfig().max_nonfinite_in_a_row == 3
+
+
+def test_a_sample_with_nan_log_probs_is_left_out_of_the_batch(examples, tokenizer, ctx):
+    """prepare_batch: a sample whose log-probs are NaN becomes inactive (no loss reads it) and
+    every tensor of the batch stays finite, so whitening does not spread the NaN."""
+    import dataclasses
+
+    from mmboundary.training.rl import RLConfig, prepare_batch
+
+    cfg = RLConfig()
+    batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
+    samples = list(batch.samples)
+    r = samples[0].rollout
+    bad = r.logprobs.clone()
+    bad[1] = float("nan")
+    samples[0] = dataclasses.replace(samples[0], rollout=r.with_(logprobs=bad))
+    again = prepare_batch(samples, cfg, 0.05)
+    assert not again.samples[0].active and again.samples[1].active
+    assert not again.value_mask[0].any() and again.value_mask[1].any()
+    for name in ("advantages", "returns", "rewards", "old_logprobs", "ref_logprobs"):
+        assert torch.isfinite(getattr(again, name)).all(), name

@@ -221,6 +221,9 @@ class RLConfig(_Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Module names that get LoRA adapters (language model only).")
     grad_clip: float = Field(1.0, gt=0, description="Gradient norm clipping.")
+    max_nonfinite_in_a_row: int | None = Field(
+        3, gt=0, description="Stop (errors.NonFiniteError, the last checkpoint kept) after this many "
+        "optimiser steps in a row were skipped for a non-finite loss or gradient norm (None: never stop).")
     save_every: int = Field(10, gt=0, description="Iterations between resumable checkpoints.")
     train_examples: int | None = Field(None, gt=0, description="Use only the first N train questions (None: all).")
     seed: int | None = Field(None, description="Seed of question order and sampling (None: the run's seed).")
@@ -685,11 +688,23 @@ def prepare_batch(samples: Sequence[Sample], cfg: RLConfig, kl_coef: float, acce
             score[-1] += cfg.empty_response_reward
         scores.append(score)
         totals.append(score + tr.kl)
+    finite = [bool(torch.isfinite(t).all()) and bool(torch.isfinite(s.rollout.logprobs).all())
+              and bool(torch.isfinite(s.rollout.ref_logprobs).all()) for t, s in zip(totals, samples)]
+    if not all(finite):
+        log.warning("rl: %d sample(s) with a non-finite reward or log-prob left out of the update",
+                    finite.count(False))
+        samples = [s if ok else _replace(s, active=False) for s, ok in zip(samples, finite)]
+        totals = [torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0) for t in totals]
+        scores = [torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0) for t in scores]
+        rollouts = [s.rollout for s in samples]
     rewards, real = pad_right(totals)
     score, _ = pad_right(scores)
     old_logp, _ = pad_right([r.logprobs.float() for r in rollouts])
+    old_logp = torch.nan_to_num(old_logp, nan=0.0, posinf=0.0, neginf=0.0)
     old_values, _ = pad_right([r.values.float() for r in rollouts])
+    old_values = torch.nan_to_num(old_values, nan=0.0, posinf=0.0, neginf=0.0)
     ref_logp, _ = pad_right([r.ref_logprobs.float() for r in rollouts])
+    ref_logp = torch.nan_to_num(ref_logp, nan=0.0, posinf=0.0, neginf=0.0)
     active = torch.tensor([s.active for s in samples], dtype=torch.bool).unsqueeze(1)
     value_mask = real & active
     policy_mask = batch_token_mask(rollouts, length=real.shape[1], which=cfg.loss_on) & value_mask
@@ -787,6 +802,15 @@ def _reduce_sum(values: Sequence[float], accelerator) -> list[float]:
     return t.tolist()
 
 
+class _TooManyNonFinite(Exception):
+    pass
+
+
+def _check_in_a_row(count: int, cfg: RLConfig) -> None:
+    if cfg.max_nonfinite_in_a_row is not None and count >= cfg.max_nonfinite_in_a_row:
+        raise _TooManyNonFinite(count)
+
+
 def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, optimizer,
                scheduler=None, generator: torch.Generator | None = None) -> dict[str, float]:
     """`cfg.ppo_epochs` passes of shuffled minibatches (`cfg.minibatch_size` samples per process)
@@ -804,6 +828,7 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
     device = accelerator.device if accelerator is not None else vlm.device
     totals: Counter = Counter()
     skipped = 0
+    in_a_row = 0
     steps = 0
     policy_value.eval()
     for _epoch in range(cfg.ppo_epochs):
@@ -826,15 +851,25 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
             bad = _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]
             if bad:
                 skipped += 1
+                in_a_row += 1
                 log.warning("rl: non-finite loss in a minibatch, step skipped")
                 optimizer.zero_grad(set_to_none=True)
+                _check_in_a_row(in_a_row, cfg)
                 continue
             if accelerator is not None:
                 accelerator.backward(loss)
-                accelerator.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
+                norm = accelerator.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
             else:
                 loss.backward()
-                torch.nn.utils.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
+                norm = torch.nn.utils.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
+            if not bool(torch.isfinite(torch.as_tensor(norm)).all()):  # all-reduced: the same on every process
+                skipped += 1
+                in_a_row += 1
+                log.warning("rl: non-finite gradient norm in a minibatch, step skipped")
+                optimizer.zero_grad(set_to_none=True)
+                _check_in_a_row(in_a_row, cfg)
+                continue
+            in_a_row = 0
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
@@ -978,6 +1013,11 @@ def load_rl_checkpoint(path: Path, pv: PolicyWithValue, optimizer, scheduler, kl
 
 # --- the loop -----------------------------------------------------------------------------------
 
+def _json_safe(metrics: dict) -> dict:
+    """NaN/inf (e.g. the value loss in a critic-free mode) as null: metrics.jsonl stays strict JSON."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in metrics.items()}
+
+
 def make_rl_accelerator(device: str = "auto"):
     """An `Accelerator` for the stage: CPU when asked or when there is no GPU; DDP told that some
     parameters get no gradient (e.g. the vision tower's unused post-layernorm, the value head in
@@ -1070,7 +1110,7 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
     if main and metrics_path is not None:
         from mmboundary.io import atomic_write_text
 
-        atomic_write_text(metrics_path, "".join(json.dumps(h) + "\n" for h in history))
+        atomic_write_text(metrics_path, "".join(json.dumps(_json_safe(h)) + "\n" for h in history))
         if writer is not None:
             for h in history:
                 for k, v in h.items():
@@ -1090,7 +1130,15 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         stats = rollout_stats(batch, accelerator)
         gen = torch.Generator().manual_seed(_seed_for(seed, it, rank) + 1)
         t1 = time.time()
-        upd = ppo_update(pv_ddp, policy, batch, cfg, accelerator, opt, sched, gen)
+        try:
+            upd = ppo_update(pv_ddp, policy, batch, cfg, accelerator, opt, sched, gen)
+        except _TooManyNonFinite as e:
+            from mmboundary.errors import NonFiniteError
+
+            latest = latest_rl_checkpoint(ckpt_dir) if ckpt_dir is not None else None
+            raise NonFiniteError(
+                f"rl: {e.args[0]} optimiser steps in a row had a non-finite loss or gradient at iteration "
+                f"{it + 1}; stopped. Newest checkpoint (left as it was): {latest or 'none'}") from None
         nonfinite += int(upd.pop("nonfinite_skipped"))
         metrics = {"iteration": it + 1, **stats, **{f"loss/{k}" if k in ("policy_loss", "value_loss") else k: v
                                                      for k, v in upd.items()},
@@ -1108,7 +1156,7 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
                  metrics["seconds/iteration"])
         if main and metrics_path is not None:
             with open(metrics_path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(metrics) + "\n")
+                f.write(json.dumps(_json_safe(metrics)) + "\n")
             if writer is not None:
                 for k, v in metrics.items():
                     if isinstance(v, (int, float)) and k != "iteration":
