@@ -346,3 +346,18 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
     for k in ("policy_loss", "value_loss", "entropy", "clip_fraction", "kl_ref"):
         assert sa[k] == pytest.approx(sb[k], rel=1e-5, abs=1e-7), k
     assert sa["clip_fraction"] > 0  # the second epoch moved the ratios: the update did something
+
+
+def test_response_scores_are_those_of_the_tempered_policy():
+    """Token j of a row is scored by the logits one position earlier, divided by the temperature."""
+    from mmboundary.training.rl import response_scores
+
+    torch.manual_seed(0)
+    logits = torch.randn(1, 5, 7)
+    tokens = [[3, 6]]  # prompt of 2 tokens: token 0 predicted at position 1, token 1 at position 2
+    for t in (1.0, 2.0, 0.5):
+        logp, _, ent, mask = response_scores(logits, None, [2], tokens, with_entropy=True, temperature=t)
+        ref = torch.log_softmax(logits[0, 1:3] / t, dim=-1)
+        assert torch.allclose(logp[0], torch.stack([ref[0, 3], ref[1, 6]]))
+        assert torch.allclose(ent[0], -(ref.exp() * ref).sum(-1))
+        assert mask.tolist() == [[True, True]]

@@ -142,8 +142,11 @@ class RLConfig(_Section):
         8, gt=0, description="Questions per PPO iteration, over all processes (must be divisible by "
         "the number of processes). **[choice]** 8 (paper: batch 16 on 7B models).")
     samples_per_question: int = Field(3, gt=0, description="Sampled responses per question (paper: 3).")
-    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts. **[choice]** 1.0: "
-                               "the policy's own distribution, which PPO's ratios assume.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature of the rollouts; the log-probs, "
+                               "ratios and KL are computed for the same tempered distribution (the policy "
+                               "that acted). With `sampling='statements'` a temperature above 1 explores rarely "
+                               "said levels while greedy evaluation, whose argmax it does not change, reads "
+                               "the same model. **[choice]** 1.0.")
     sampling: Literal["all", "statements"] = Field(
         "all", description="What the rollouts sample: 'all' tokens (plain PPO), or only the 'statements' "
         "with the reasoning decoded greedily as at evaluation (`training.sampling`; needs "
@@ -521,12 +524,14 @@ def response_inputs(vlm, prompts: Sequence[str], images: Sequence[Any],
 
 
 def response_scores(logits: torch.Tensor, values: torch.Tensor | None, prompt_lengths: Sequence[int],
-                    token_lists: Sequence[Sequence[int]], with_entropy: bool = False):
+                    token_lists: Sequence[Sequence[int]], with_entropy: bool = False, temperature: float = 1.0):
     """Per response token: log-prob [B, L], value [B, L] (None without values), entropy [B, L]
     (None unless asked) and the validity mask [B, L] (right padded, L = longest response).
 
     Token j of row b sits at position p_b + j; it is predicted by the logits at p_b + j - 1, and
-    its state's value V(s_j) is the value at that same position."""
+    its state's value V(s_j) is the value at that same position. `temperature`: the scores are
+    those of the tempered distribution softmax(logits / temperature), the one rollouts sample from,
+    so PPO's ratios and the KL are those of the policy that acted."""
     batch = len(token_lists)
     length = max(1, max(len(t) for t in token_lists))
     device = logits.device
@@ -539,6 +544,8 @@ def response_scores(logits: torch.Tensor, values: torch.Tensor | None, prompt_le
         toks[b, :n] = torch.tensor(list(t), dtype=torch.long, device=device)
         mask[b, :n] = True
     sel = logits.gather(1, pos.unsqueeze(-1).expand(-1, -1, logits.shape[-1])).float()
+    if temperature != 1.0:
+        sel = sel / temperature
     logp = torch.log_softmax(sel, dim=-1).gather(-1, toks.unsqueeze(-1)).squeeze(-1)
     logp = torch.where(mask, logp, torch.zeros_like(logp))
     vals = None
@@ -550,7 +557,7 @@ def response_scores(logits: torch.Tensor, values: torch.Tensor | None, prompt_le
 
 @torch.no_grad()
 def score_samples(policy_value, vlm, reference_model, samples: Sequence[Sample], batch_size: int,
-                  reference_is_adapter_off: bool = False) -> list[Sample]:
+                  reference_is_adapter_off: bool = False, temperature: float = 1.0) -> list[Sample]:
     """Fill each sample's rollout with the policy's log-probs and values and the reference's
     log-probs (teacher-forced over exactly the sampled tokens, in eval mode)."""
     out = []
@@ -563,14 +570,14 @@ def score_samples(policy_value, vlm, reference_model, samples: Sequence[Sample],
         policy_value.eval()
         try:
             logits, values = policy_value(**inputs)
-            logp, vals, _, _ = response_scores(logits, values, n_prompt, tokens)
+            logp, vals, _, _ = response_scores(logits, values, n_prompt, tokens, temperature=temperature)
             if reference_is_adapter_off:
                 with model.disable_adapter():
                     ref_logits = model(**inputs, use_cache=False).logits
             else:
                 reference_model.eval()
                 ref_logits = reference_model(**inputs, use_cache=False).logits
-            ref_logp, _, _, _ = response_scores(ref_logits, None, n_prompt, tokens)
+            ref_logp, _, _, _ = response_scores(ref_logits, None, n_prompt, tokens, temperature=temperature)
         finally:
             policy_value.train(was_training)
         for b, s in enumerate(chunk):
@@ -845,7 +852,8 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
                                          (mb["value_mask"] & ~mb["policy_mask"]).sum()], accelerator)
             inputs, n_prompt = response_inputs(vlm, [s.prompt for s in chunk], [s.image for s in chunk], tokens)
             logits, values = policy_value(**inputs)
-            logp, vals, ent, _ = response_scores(logits, values, n_prompt, tokens, with_entropy=True)
+            logp, vals, ent, _ = response_scores(logits, values, n_prompt, tokens, with_entropy=True,
+                                                 temperature=cfg.temperature)
             loss, stats = ppo_loss(logp, vals, ent, mb, cfg, batch.kl_coef, max(g_p, 1.0), max(g_v, 1.0), world,
                                    max(g_a, 1.0))
             bad = _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]
@@ -1125,7 +1133,8 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         samples = collect_samples(policy, mine, ctx, cfg)
         t_sample = time.time() - t0
         samples = score_samples(pv, policy, reference.model if reference is not None else None, samples,
-                                cfg.forward_batch_size, reference_is_adapter_off=reference is None)
+                                cfg.forward_batch_size, reference_is_adapter_off=reference is None,
+                                temperature=cfg.temperature)
         batch = prepare_batch(samples, cfg, kl.value, accelerator)
         stats = rollout_stats(batch, accelerator)
         gen = torch.Generator().manual_seed(_seed_for(seed, it, rank) + 1)
