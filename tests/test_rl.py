@@ -361,3 +361,19 @@ def test_response_scores_are_those_of_the_tempered_policy():
         assert torch.allclose(logp[0], torch.stack([ref[0, 3], ref[1, 6]]))
         assert torch.allclose(ent[0], -(ref.exp() * ref).sum(-1))
         assert mask.tolist() == [[True, True]]
+
+
+def test_sampling_never_emits_the_image_token(examples, tokenizer):
+    """At a very high temperature every token is likely; the image placeholder, bos and pad are
+    still never generated (a sampled image token broke the teacher-forced pass)."""
+    from mmboundary.data.images import load_image
+
+    vlm = tiny(tokenizer)
+    banned = vlm.never_generated_ids()
+    assert vlm.model.config.image_token_id in banned and vlm.eos_token_id not in banned
+    ex = examples[0]
+    torch.manual_seed(0)
+    ids = vlm.generate_ids([ex.question] * 8, [ex.choices] * 8, [load_image(ex.image)] * 8,
+                           max_new_tokens=60, do_sample=True, temperature=50.0)
+    assert sum(len(x) for x in ids) > 300
+    assert not any(t in banned for x in ids for t in x)

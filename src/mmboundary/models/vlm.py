@@ -79,6 +79,21 @@ class VLM:
             raise ValueError("the tokenizer has no eos token")
         return int(eos)
 
+    def never_generated_ids(self) -> list[int]:
+        """Token ids a response must never contain: the image placeholder(s) of the processor
+        (a sampled one would make the model look for an image that is not there), the bos and
+        a pad token distinct from the eos. Suppressed in every `generate_ids` call; greedy
+        decoding practically never picks them, sampling at a high temperature does."""
+        ids = set()
+        for owner in (self.model.config, self.tokenizer):
+            for name in ("image_token_id", "image_token_index", "video_token_id", "bos_token_id", "pad_token_id"):
+                v = getattr(owner, name, None)
+                if isinstance(v, int) and v >= 0:
+                    ids.add(v)
+        ids.discard(self.eos_token_id)
+        vocab = self.model.get_output_embeddings().weight.shape[0]
+        return sorted(i for i in ids if i < vocab)
+
     @property
     def pad_token_id(self) -> int:
         pad = self.tokenizer.pad_token_id
@@ -220,6 +235,7 @@ class VLM:
             do_sample=do_sample,
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_id,
+            suppress_tokens=self.never_generated_ids() or None,
         )
         if do_sample:
             if temperature <= 0:
