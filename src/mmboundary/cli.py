@@ -107,6 +107,59 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     _guard(lambda: sys.stdout.write(dump_config(load_config(config, set_ or []))))
 
 
+@app.command()
+def ask(question: Annotated[str, typer.Argument(help="The question about the image.")],
+        model: Annotated[Path, typer.Option("--model", "-m", help="A run directory (its newest trained "
+                                            "model) or a checkpoint folder.")],
+        image: Annotated[Path, typer.Option("--image", "-i", help="The image file.")],
+        choice: Annotated[Optional[list[str]], typer.Option(
+            "--choice", help="An option of a multiple-choice question (repeatable).")] = None,
+        stage: Annotated[Optional[str], typer.Option(help="Model of a run: vanilla, sft or rl (default: newest).")] = None,
+        self_correct: Annotated[bool, typer.Option(
+            "--self-correct", help="Resample low-confidence steps and keep the most confident candidate.")] = False,
+        threshold: Annotated[Optional[int], typer.Option(help="Self-correction: resample steps at or below this level.")] = None,
+        samples: Annotated[Optional[int], typer.Option(help="Self-correction: candidates per low step.")] = None,
+        budget: Annotated[Optional[int], typer.Option(help="Self-correction: most sampled steps per question.")] = None,
+        signal: Annotated[Optional[str], typer.Option(help="Self-correction: 'internal' or 'expressed' confidence decides.")] = None,
+        temperature: Annotated[Optional[float], typer.Option(help="Self-correction: sampling temperature.")] = None,
+        device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: the run's device).")] = None,
+        json_: Annotated[bool, typer.Option("--json", help="Print the answer as JSON.")] = False) -> None:
+    """Answer a question about an image: the chain with each step coloured by its confidence, the
+    expressed and internal level per step, and the answer."""
+    from rich.markup import escape
+
+    from mmboundary.api import answer_table, load
+    from mmboundary.correction import correction_config
+    from mmboundary.data.images import load_image
+    from mmboundary.progress import progress_enabled
+
+    def go():
+        config = correction_config(threshold=threshold, samples=samples, budget=budget, signal=signal,
+                                   temperature=temperature)
+        load_image(image)  # a bad image fails before the model is loaded
+        if not progress_enabled():
+            import transformers
+
+            transformers.utils.logging.disable_progress_bar()
+        m = load(model, stage=stage, device=device, correction=config)
+        a = m.ask(image, question, choice or None, correct=self_correct)
+        if json_:
+            sys.stdout.write(a.model_dump_json(indent=2) + "\n")
+            return
+        out = Console(highlight=False)
+        out.print(answer_table(a))
+        out.print(f"[bold]answer:[/bold] {escape(a.answer) if a.answer is not None else '(none stated)'}")
+        out.print("[dim]levels: 1 = least confident .. 5 = most; step colour = expressed level, else internal[/dim]")
+        if not a.internal_available:
+            out.print("[dim]internal levels: unavailable (no run with a complete estimate stage)[/dim]")
+        if a.compute is not None:
+            replaced = sum(c.replaced for c in a.corrections)
+            out.print(f"self-correction: {len(a.corrections)} step(s) resampled, {replaced} replaced (marked *); "
+                      f"extra: {a.compute.sampled_steps} sampled steps, {a.compute.extra_tokens} tokens")
+
+    _guard(go)
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()

@@ -351,8 +351,16 @@ class VLMBackend:
         inputs, _ = response_inputs(self.vlm, [prompt] * n, [self.image(example)] * n, [prefix] * n)
         return inputs, int(inputs["input_ids"].shape[1])
 
+    def _common(self) -> dict:
+        """What every `generate` call of the project passes (`VLM.generate_ids`): pad and eos ids,
+        and the ids a response must never contain (image placeholder, bos, pad)."""
+        vlm = self.vlm
+        return dict(pad_token_id=vlm.pad_token_id, eos_token_id=vlm.eos_token_id,
+                    suppress_tokens=vlm.never_generated_ids() or None)
+
     def _rows(self, out: torch.Tensor, width: int) -> list[list[int]]:
-        """The new ids of each row: through the eos; a row stopped early loses the padding after it."""
+        """The new ids of each row: through the eos; a row stopped early loses the padding after it
+        (pad is never generated, see `_common`)."""
         eos, pad = self.vlm.eos_token_id, self.vlm.pad_token_id
         rows = []
         for row in out[:, width:].tolist():
@@ -367,8 +375,7 @@ class VLMBackend:
     def greedy(self, example: Example, prefix: list[int], max_new_tokens: int) -> list[int]:
         vlm = self.vlm
         inputs, width = self._inputs(example, prefix, 1)
-        out = vlm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=vlm.pad_token_id, eos_token_id=vlm.eos_token_id)
+        out = vlm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **self._common())
         return self._rows(out, width)[0]
 
     @torch.no_grad()
@@ -384,8 +391,7 @@ class VLMBackend:
             torch.manual_seed(seed)
             out = vlm.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=True,
                                      temperature=temperature, top_k=0, top_p=1.0,
-                                     stopping_criteria=StoppingCriteriaList([stop]),
-                                     pad_token_id=vlm.pad_token_id, eos_token_id=vlm.eos_token_id)
+                                     stopping_criteria=StoppingCriteriaList([stop]), **self._common())
         return self._rows(out, width)
 
 
