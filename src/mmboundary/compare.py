@@ -1,0 +1,1239 @@
+"""`mmboundary compare`: the paper's comparison table (method.md sections 6-7) on one data set,
+over seeds, and a report rebuilt from saved results alone.
+
+A comparison is described by a `CompareSpec` (YAML, e.g. `configs/compare_default.yaml`): the base
+run config and overrides, which pipeline rows (methods and ablations, `mmboundary.ablations`) and
+which baselines (`mmboundary.baselines`) to include, the seeds and the splits.
+
+`run_compare(spec, root_dir)`, for each seed:
+
+1. creates (or reopens) the **full method's run** `runs/seed<s>/full` (the base config, `seed=<s>`,
+   the `rl` stage added: `ablations.full_overrides`) and runs its missing stages;
+2. for each ablation with its own run, **forks** the full run into `runs/seed<s>/<row>`
+   (`runs.fork_run`: every finished stage the overlay leaves valid is hard-linked, so data and base
+   are trained once per seed, the SFT model once for all RL ablations) and runs the rest; an
+   existing fork is reopened and resumed (its config must be the row's);
+3. reads each pipeline row from its run's `evaluate` stage (`evaluate/metrics.json` and the judged
+   chains `evaluate/chains_<model>_<split>.jsonl`);
+4. runs the baselines on the seed's models (the full run's vanilla model, or its SFT model for
+   Multisample), saving each raw `BaselineResult`; the `internal` readouts are computed from the
+   estimate stage's saved chains and signals when they cover the split (no model is run);
+5. saves one `RowResult` JSON per row and seed (`results/<row>/seed<s>.json`).
+
+A row that fails is saved as `status: failed` with the error (traceback in `compare.log`) and
+the comparison goes on; it is retried by the next `run_compare`. Rows the config cannot express
+(DRL, SaySelf, see `ablations.row_availability`) are saved as `unavailable` with the reason, and
+baselines that do not apply to the model (DPV/DPS on the tiny model) as `not_applicable`.
+
+`build_report(root_dir)` is pure: it reads only the saved JSON (`spec.json`, `results/`,
+`last_run.json`) and computes per split and row the mean and sample standard deviation over seeds
+of ECE, MECE, Acc, F1, AUROC and Brier, the paper's numbers beside the rows that match
+(`PAPER_TABLE`), and findings (which row has the lowest MECE; how each ablation compares with the
+full method). `write_report(report, out_dir)` writes `report.md`, `report.json`, a reliability
+diagram per row and split (step level, seeds pooled; `evaluation.plots.reliability_diagram`) and
+a level histogram per split.
+
+Layout of `root_dir`:
+
+    spec.json                    the spec of the last run_compare (rows, seeds, splits)
+    last_run.json                when it ran and how long it took
+    compare.log                  progress and the tracebacks of failed rows
+    runs/seed<s>/full/           the full method's run (a `runs.Run`)
+    runs/seed<s>/<row>/          the run of each ablation with its own run (a fork)
+    baselines/<row>/seed<s>_<split>.json   raw BaselineResult of each baseline
+    results/<row>/seed<s>.json   RowResult: per split the ConfidenceReport and the (confidence,
+                                 correctness) pairs behind it
+    report/                      report.md, report.json, reliability_<row>_<split>.png, levels_<split>.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import math
+import re
+import statistics
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mmboundary.ablations import ROWS, Row, resolve_row, row_availability, row_config, row_model
+from mmboundary.confidence.fusion import level_probability
+from mmboundary.errors import ConfigError, RunError
+from mmboundary.evaluation.expressed import ConfidenceReport
+from mmboundary.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+__all__ = [
+    "COLUMNS",
+    "PAPER_DATASETS",
+    "PAPER_TABLE",
+    "RESULT_FORMAT",
+    "BaselineSpec",
+    "CompareSpec",
+    "Report",
+    "ReportRow",
+    "RowResult",
+    "SplitResult",
+    "Stat",
+    "build_report",
+    "compare_main",
+    "load_result",
+    "load_spec",
+    "pipeline_row_result",
+    "render_markdown",
+    "result_path",
+    "run_compare",
+    "save_result",
+    "write_report",
+]
+
+log = logging.getLogger("mmboundary.compare")
+
+#: Format tag of a saved `RowResult`.
+RESULT_FORMAT = "mmboundary.compare.row/1"
+#: The report's columns: (ConfidenceReport field, header, better direction).
+COLUMNS: tuple[tuple[str, str, Literal["lower", "higher"]], ...] = (
+    ("ece", "ECE", "lower"), ("mece", "MECE", "lower"), ("accuracy", "Acc", "higher"),
+    ("f1", "F1", "higher"), ("auroc", "AUROC", "higher"), ("brier", "Brier", "lower"),
+)
+#: The paper's results (LLaVA-NeXT-7B; method.md section 6): row -> data set -> ECE, MECE, Acc, F1.
+PAPER_TABLE: dict[str, dict[str, tuple[float, float, float, float]]] = {
+    "SaySelf": {"A-OKVQA": (.345, .384, .734, .603), "ScienceQA": (.386, .462, .633, .483),
+                "CulturalVQA": (.375, .437, .417, .571)},
+    "MMBoundary w/o RL (SFT only)": {"A-OKVQA": (.392, .427, .768, .581), "ScienceQA": (.419, .481, .663, .495),
+                                     "CulturalVQA": (.408, .456, .419, .595)},
+    "MMBoundary": {"A-OKVQA": (.316, .304, .835, .661), "ScienceQA": (.354, .392, .703, .565),
+                   "CulturalVQA": (.337, .361, .448, .665)},
+}
+#: The paper's data sets beside each of our splits: in-domain (test) and out-of-distribution (ood).
+PAPER_DATASETS: dict[str, tuple[str, ...]] = {"test": ("A-OKVQA", "ScienceQA"), "ood": ("CulturalVQA",)}
+_PAPER_COLUMNS = ("ece", "mece", "accuracy", "f1")
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+_SIGNAL_LABELS = {"lnlp": "U_LNLP", "mte": "U_MTE", "token_sar": "U_TokenSAR", "clip_score": "U_CLIPScore"}
+
+
+# --- the spec ------------------------------------------------------------------------------------
+
+class BaselineSpec(BaseModel):
+    """One baseline row: a method of `mmboundary.baselines`, its config (a mapping checked by
+    `baselines.make_config`), and the seed's model it runs on (None: the SFT model for
+    `multisample`, whose statements it aggregates, the vanilla model otherwise).
+
+    Unless the config says otherwise, `internal`, `sc` and `multisample` generate under the run's
+    `generation` config (the evaluate stage's chains), and `sc` / `multisample` sample with the
+    comparison seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    method: Literal["internal", "sc", "multisample", "dpv", "dps"]
+    name: str | None = Field(None, description="Row name (default: from the method and its config).")
+    label: str | None = Field(None, description="Row label in the report (default: from the method).")
+    model: Literal["vanilla", "sft"] | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "BaselineSpec":
+        from mmboundary.baselines import make_config
+
+        make_config(self.method, self.config)  # ConfigError (a ValueError for pydantic) naming the key
+        if self.name is not None and not _NAME.match(self.name):
+            raise ValueError(f"baseline name {self.name!r}: lower-case letters, digits, '_', '-', '.' only")
+        return self
+
+    @property
+    def model_name(self) -> str:
+        return self.model or ("sft" if self.method == "multisample" else "vanilla")
+
+    @property
+    def row_name(self) -> str:
+        if self.name:
+            return self.name
+        base = self.method
+        if self.method == "internal":
+            from mmboundary.baselines import make_config
+
+            c = make_config("internal", self.config)
+            base = "internal-fused-continuous" if c.source == "fused" and c.readout == "continuous" \
+                else f"internal-{c.variant}"
+        default_model = "sft" if self.method == "multisample" else "vanilla"
+        return base if self.model_name == default_model else f"{base}-{self.model_name}"
+
+    @property
+    def row_label(self) -> str:
+        if self.label:
+            return self.label
+        if self.method == "internal":
+            from mmboundary.baselines import make_config
+
+            c = make_config("internal", self.config)
+            text = ("Internal: fused levels (no training)" if c.readout == "level" else
+                    "Internal: fused, continuous" if c.source == "fused" else
+                    f"Internal: {_SIGNAL_LABELS[c.source]} alone")
+        else:
+            text = {"sc": "SC (self-consistency)", "multisample": "Multisample", "dpv": "DPV",
+                    "dps": "DPS"}[self.method]
+        return f"{text}, {self.model_name} model" if self.method in ("sc", "multisample", "dpv", "dps") else text
+
+    def resolved_config(self, run_config, seed: int):
+        """The method's checked config for a run (`run_config`: its RunConfig) and seed."""
+        from mmboundary.baselines import make_config
+
+        data = dict(self.config)
+        if self.method in ("internal", "sc", "multisample") and "generation" not in data:
+            data["generation"] = run_config.generation.model_dump(mode="json")
+        if self.method in ("sc", "multisample") and "seed" not in data:
+            data["seed"] = seed
+        return make_config(self.method, data)
+
+
+def _default_baselines() -> list[BaselineSpec]:
+    return [BaselineSpec(method="internal", config={"source": s}) for s in ("lnlp", "mte", "token_sar", "clip_score")] + [
+        BaselineSpec(method="internal", config={"source": "fused", "readout": "continuous"}),
+        BaselineSpec(method="sc"),
+        BaselineSpec(method="multisample"),
+    ]
+
+
+class CompareSpec(BaseModel):
+    """What a comparison runs. The defaults are the built-in default's comparison
+    (`configs/compare_default.yaml`): every pipeline row, the baselines that apply to the tiny
+    model, 3 seeds, test and OOD.
+
+    - `config` / `overrides`: the base run config (None: the built-in default) and `key=value`
+      overrides applied to it; every row is an overlay on it (`mmboundary.ablations`). A relative
+      `config` path is read from the working directory, else next to the spec file.
+    - `with_rl`: add the `rl` stage to the full method (the paper's method). False: the full
+      method stops at SFT and the rows that need RL are reported unavailable.
+    - `methods`, `ablations`: pipeline rows (names or aliases of `ablations.ROWS`).
+    - `baselines`: `BaselineSpec`s.
+    - `seeds`: run seeds (`seed=<s>`: the training seeds; the built-in benchmark's data come from
+      `data.benchmark.seed` and stay the same).
+    - `splits`: the evaluated splits reported.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = "default"
+    config: Path | None = None
+    overrides: list[str] = Field(default_factory=list)
+    with_rl: bool = True
+    methods: list[str] = Field(default_factory=lambda: ["vanilla", "sayself", "drl", "sft_only", "full"])
+    ablations: list[str] = Field(default_factory=lambda: [
+        "wo_lnlp", "wo_mte", "wo_token_sar", "wo_clip_score", "max_pooling", "wo_mapping",
+        "wo_r_ka", "wo_r_ec", "wo_r_cs"])
+    baselines: list[BaselineSpec] = Field(default_factory=_default_baselines)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    splits: list[Literal["test", "ood"]] = Field(default_factory=lambda: ["test", "ood"], min_length=1)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(f"{v!r}: lower-case letters, digits, '_', '-', '.' only")
+        return v
+
+    @field_validator("methods", "ablations")
+    @classmethod
+    def _rows(cls, v: list[str], info) -> list[str]:
+        out = []
+        for name in v:
+            row = resolve_row(name)  # ConfigError for an unknown name
+            want = "ablation" if info.field_name == "ablations" else ("method", "reference")
+            if (row.kind == "ablation") != (want == "ablation"):
+                raise ValueError(f"{name!r} is {'an ablation' if row.kind == 'ablation' else 'a method'}: "
+                                 f"list it under {'ablations' if row.kind == 'ablation' else 'methods'}")
+            if row.name in out:
+                raise ValueError(f"row {name!r} is listed twice")
+            out.append(row.name)
+        return out
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError(f"seeds must be distinct and >= 0, got {v}")
+        return v
+
+    @field_validator("splits")
+    @classmethod
+    def _splits(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"a split is listed twice: {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _unique_rows(self) -> "CompareSpec":
+        names = [b.row_name for b in self.baselines]
+        clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(ROWS)))
+        if clash:
+            raise ValueError(f"baseline row name(s) {clash} clash with another row; give them a `name`")
+        return self
+
+    def rows(self) -> list[tuple[str, Row | BaselineSpec]]:
+        """The rows in report order: the vanilla reference, the baselines, the methods, the
+        ablations, the full method last. Each as ("pipeline", Row) or ("baseline", BaselineSpec)."""
+        chosen = set(self.methods) | set(self.ablations)
+        pipeline = [ROWS[n] for n in ROWS if n in chosen]
+        head = [("pipeline", r) for r in pipeline if r.kind == "reference"]
+        rest = [("pipeline", r) for r in pipeline if r.kind != "reference"]
+        return head + [("baseline", b) for b in self.baselines] + rest
+
+    def row_names(self) -> list[str]:
+        return [r.name if kind == "pipeline" else r.row_name for kind, r in self.rows()]
+
+
+def load_spec(path: str | Path) -> CompareSpec:
+    """Read a comparison spec (YAML). A bad file or key is a `ConfigError` naming it; a relative
+    `config` path that does not exist from the working directory is taken next to the spec."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"comparison spec not found: {p}")
+    try:
+        data = yaml.safe_load(p.read_text("utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ConfigError(f"{p}: not a valid YAML comparison spec: {str(e)[:300]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    try:
+        spec = CompareSpec.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(f"key '{'.'.join(str(x) for x in err['loc']) or '<root>'}': {err['msg']}"
+                             for err in e.errors())
+        raise ConfigError(f"{p}: invalid comparison spec: {problems}") from None
+    if spec.config is not None and not spec.config.is_absolute() and not spec.config.exists() \
+            and (p.parent / spec.config).exists():
+        spec = spec.model_copy(update={"config": p.parent / spec.config})
+    return spec
+
+
+# --- saved results -------------------------------------------------------------------------------
+
+class SplitResult(BaseModel):
+    """One row, one seed, one split: the evaluate stage's columns (`report`) and the pairs they
+    were computed from: step-level (confidence, correctness) of every scored step and answer-level
+    (confidence, answer correctness) of every answer with a confidence. `extra`: method-specific
+    numbers (a baseline's fallback counts, answer Brier score, cost per example)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    report: ConfidenceReport
+    step_confidence: list[float] = Field(default_factory=list)
+    step_correct: list[int] = Field(default_factory=list)
+    answer_confidence: list[float] = Field(default_factory=list)
+    answer_correct: list[int] = Field(default_factory=list)
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _paired(self) -> "SplitResult":
+        if len(self.step_confidence) != len(self.step_correct) or len(self.answer_confidence) != len(self.answer_correct):
+            raise ValueError("confidences and correctness must pair up")
+        return self
+
+
+class RowResult(BaseModel):
+    """One row of the comparison for one seed, as saved in `results/<row>/seed<s>.json`.
+
+    `status`: "ok" (per split results in `splits`), "not_applicable" (a baseline that does not
+    apply to the model), "unavailable" (a row the config cannot express), "failed" (an error;
+    retried by the next run). `reason` says why for every status but "ok". `source` names the run
+    directory and model, or the baseline and its raw result files. `stages_reused` / `stages_run`:
+    the run's stages hard-linked from the full run / computed for this row; `seconds`: the wall
+    time this row took in the run that produced it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["mmboundary.compare.row/1"] = RESULT_FORMAT
+    row: str
+    label: str
+    kind: Literal["reference", "method", "ablation", "baseline"]
+    seed: int
+    status: Literal["ok", "not_applicable", "unavailable", "failed"]
+    reason: str | None = None
+    paper_row: str | None = None
+    source: dict[str, Any] = Field(default_factory=dict)
+    splits: dict[str, SplitResult] = Field(default_factory=dict)
+    stages_reused: list[str] = Field(default_factory=list)
+    stages_run: list[str] = Field(default_factory=list)
+    seconds: float | None = None
+    fingerprint: str | None = None
+    note: str | None = None
+
+    @model_validator(mode="after")
+    def _status(self) -> "RowResult":
+        if self.status == "ok" and not self.splits:
+            raise ValueError(f"row {self.row!r} seed {self.seed}: status ok needs results for a split")
+        if self.status != "ok" and not self.reason:
+            raise ValueError(f"row {self.row!r} seed {self.seed}: status {self.status} needs a reason")
+        return self
+
+
+def result_path(root_dir: str | Path, row: str, seed: int) -> Path:
+    return Path(root_dir) / "results" / row / f"seed{seed}.json"
+
+
+def save_result(root_dir: str | Path, result: RowResult) -> Path:
+    path = result_path(root_dir, result.row, result.seed)
+    atomic_write_text(path, result.model_dump_json(indent=1) + "\n")
+    return path
+
+
+def load_result(path: str | Path) -> RowResult:
+    path = Path(path)
+    try:
+        return RowResult.model_validate_json(path.read_text("utf-8"))
+    except (ValidationError, ValueError, OSError) as e:
+        raise RunError(f"{path}: not a valid comparison result: {str(e)[:500]}") from None
+
+
+def _level_pairs(chains, levels) -> dict[str, list]:
+    """(confidence, correctness) pairs of level-based confidence, as `confidence_report` counts
+    them: steps with a level and a known truth; answers whose last step has a level."""
+    sp, sy, ap, ay = [], [], [], []
+    for chain, lv in zip(chains, levels):
+        for step, level in zip(chain.steps, lv):
+            if level is not None and step.correct is not None:
+                sp.append(level_probability(int(level)))
+                sy.append(int(step.correct))
+        if lv and lv[-1] is not None:
+            ap.append(level_probability(int(lv[-1])))
+            ay.append(int(chain.answer_correct))
+    return {"step_confidence": sp, "step_correct": sy, "answer_confidence": ap, "answer_correct": ay}
+
+
+def pipeline_row_result(run, row: Row, seed: int, splits: Sequence[str]) -> dict[str, SplitResult]:
+    """The splits of a pipeline row from its run's evaluate stage (no model is run): the
+    ConfidenceReport the evaluate stage wrote for the row's model, and its pairs from the judged
+    chains (expressed levels; for the vanilla model, the estimate stage's internal levels)."""
+    from mmboundary.evaluation.expressed import chain_levels
+    from mmboundary.pipeline import read_chains, read_step_levels
+
+    ev = run.require("evaluate")
+    metrics = json.loads((ev / "metrics.json").read_text("utf-8"))
+    model = row_model(row, run.config)
+    out: dict[str, SplitResult] = {}
+    for split in splits:
+        m = metrics.get(split, {}).get(model)
+        if m is None:
+            continue
+        chains = read_chains(ev / f"chains_{model}_{split}.jsonl")
+        if model == "vanilla":
+            if "internal" not in m:
+                raise RunError(f"{ev}: the evaluate stage scored no internal levels for the vanilla model on "
+                               f"{split} (evaluate.limit differs from estimate.limit)")
+            lv_map = read_step_levels(run.require("estimate") / f"steps_{split}.jsonl")
+            levels = [[lv_map.get((c.example_id, i)) for i in range(len(c.steps))] for c in chains]
+            report = m["internal"]
+        else:
+            levels = [chain_levels(c) for c in chains]
+            report = m["expressed"]
+        out[split] = SplitResult(report=ConfidenceReport.model_validate(report), **_level_pairs(chains, levels))
+    if not out:
+        raise RunError(f"{ev}/metrics.json has no {model!r} row for the splits {list(splits)}")
+    return out
+
+
+def _baseline_split(result, f1: float | None) -> SplitResult:
+    """A baseline's split: its row's columns (fallbacks counted at their value, `baseline_report`)
+    and the pairs behind them."""
+    from mmboundary.baselines import baseline_report
+
+    rep = baseline_report(result, f1=f1)
+    sp, sy, ap, ay = [], [], [], []
+    for ex in result.examples:
+        for step, p in zip(ex.chain.steps, ex.step_confidences):
+            if step.correct is not None:
+                sp.append(float(p))
+                sy.append(int(step.correct))
+        ap.append(float(ex.answer_confidence))
+        ay.append(int(ex.chain.answer_correct))
+    extra = {"answer_brier": rep.answer_brier, "fallback_steps": rep.fallback_steps,
+             "fallback_answers": rep.fallback_answers, "cost_per_example": rep.cost_per_example,
+             "parsed_only": rep.parsed_only.model_dump(mode="json") if rep.parsed_only else None}
+    return SplitResult(report=rep.confidence, step_confidence=sp, step_correct=sy, answer_confidence=ap,
+                       answer_correct=ay, extra=extra)
+
+
+def _fingerprint(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# --- running the baselines on a seed's models -----------------------------------------------------
+
+BaselineRun = Callable[[BaselineSpec, str], tuple[Any, float | None, str | None]]
+
+
+class _RunBaselines:
+    """Baselines on one run's models: models, encoders and fitted inputs are loaded once, on
+    first use. Called with (BaselineSpec, split), returns (BaselineResult, F1 of its chains, note)."""
+
+    def __init__(self, run, seed: int):
+        self.run = run
+        self.cfg = run.config
+        self.seed = seed
+        self._models: dict[str, Any] = {}
+        self._cache: dict[str, Any] = {}
+
+    def _get(self, key: str, make):
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def matcher(self):
+        from mmboundary.confidence.similarity import SentenceSimilarity
+
+        ev = self.cfg.evaluate
+        return self._get("matcher", lambda: SentenceSimilarity(ev.match_model, kind=ev.match_kind))
+
+    def similarity(self):
+        from mmboundary.confidence.similarity import SentenceSimilarity
+
+        e, ev = self.cfg.estimate, self.cfg.evaluate
+        if (e.similarity_model, e.similarity_kind) == (ev.match_model, ev.match_kind):
+            return self.matcher()
+        return self._get("similarity", lambda: SentenceSimilarity(e.similarity_model, kind=e.similarity_kind))
+
+    def fitted(self):
+        from mmboundary.confidence.fusion import Levels, Normalizer
+
+        est = self.run.require("estimate")
+        return self._get("fitted", lambda: (Normalizer.load(est / "normalizer.json"), Levels.load(est / "levels.json")))
+
+    def model(self, name: str):
+        if name not in self._models:
+            from mmboundary.models import load_vlm
+            from mmboundary.pipeline import make_accelerator, resolve_vlm_path
+
+            path = resolve_vlm_path(self.run) if name == "vanilla" else self.run.require(name) / "model"
+            vlm = load_vlm(path, self.cfg.model)
+            vlm.model.to(make_accelerator(self.cfg).device)
+            self._models[name] = vlm
+        return self._models[name]
+
+    def inputs(self, method: str, config):
+        from mmboundary.baselines import BaselineInputs
+        from mmboundary.pipeline import make_statement_mapper
+
+        kw: dict[str, Any] = {}
+        if method == "internal":
+            normalizer, levels = self.fitted()
+            kw.update(normalizer=normalizer, levels=levels, fusion=self.cfg.estimate.fusion)
+            fusion = self.cfg.estimate.fusion
+            used = fusion.signals_in_use if config.source == "fused" else (config.source,)
+            if "clip_score" in used:
+                from mmboundary.models import load_clip
+                from mmboundary.pipeline import make_accelerator
+
+                def make_clip():
+                    clip = load_clip(self.cfg.clip.path or self.run.require("base") / "clip")
+                    clip.model.to(make_accelerator(self.cfg).device)
+                    return clip
+
+                kw["clip"] = self._get("clip", make_clip)
+            if "token_sar" in used:
+                kw["similarity"] = self.similarity()
+        if method in ("sc", "multisample"):
+            kw["similarity"] = self.similarity()
+        if method in ("multisample", "dps"):
+            shared = self.matcher() if self.cfg.statements.kind == "statement" and \
+                self.cfg.evaluate.match_model is None and self.cfg.evaluate.match_kind == "bi-encoder" else None
+            kw["mapper"] = self._get("mapper", lambda: make_statement_mapper(self.cfg, encoder=shared))
+        return BaselineInputs(**kw)
+
+    def _saved_signals(self, split: str):
+        """The estimate stage's chains and signals of `split` when they are the chains the
+        evaluate stage judges (same examples), else None."""
+        from mmboundary.pipeline import _reuse_estimate_chains, read_chains
+        from mmboundary.records import StepSignals
+
+        path = _reuse_estimate_chains(self.run, split)
+        steps = self.run.stage_dir("estimate") / f"steps_{split}.jsonl"
+        if path is None or not steps.exists():
+            return None
+        fields = set(StepSignals.model_fields)
+        signals = [StepSignals.model_validate({k: v for k, v in json.loads(line).items() if k in fields})
+                   for line in steps.read_text("utf-8").splitlines() if line.strip()]
+        return read_chains(path), signals
+
+    def __call__(self, spec: BaselineSpec, split: str):
+        from mmboundary.baselines import BaselineResult, internal_confidences, run_baseline
+        from mmboundary.pipeline import chains_f1, load_split
+
+        examples = load_split(self.run, split, self.cfg.evaluate.limit)
+        config = spec.resolved_config(self.cfg, self.seed)
+        note = None
+        saved = self._saved_signals(split) if spec.method == "internal" and \
+            config.generation == self.cfg.generation else None
+        if saved is not None:
+            normalizer, levels = self.fitted()
+            chains, signals = saved
+            records = internal_confidences(chains, signals, config, normalizer, levels, self.cfg.estimate.fusion)
+            result = BaselineResult(method="internal", variant=config.variant, config=config.model_dump(mode="json"),
+                                    examples=tuple(records))
+            note = "read out from the estimate stage's saved chains and signals (no model run; cost not counted)"
+        else:
+            result = run_baseline(spec.method, self.model(spec.model_name), examples, config,
+                                  self.inputs(spec.method, config))
+        f1 = None
+        if result.applicable and result.examples:
+            f1 = chains_f1([e.chain for e in result.examples], examples, self.matcher(),
+                           self.cfg.evaluate.match_threshold)
+        return result, f1, note
+
+
+# --- the orchestration ---------------------------------------------------------------------------
+
+def _default_pipeline(run) -> None:
+    from mmboundary.pipeline import run_pipeline
+
+    run_pipeline(run)
+
+
+def _complete(run) -> list[str]:
+    from mmboundary.config import STAGES
+
+    return [s for s in STAGES if run.is_complete(s)]
+
+
+class _Display:
+    """Per-row progress (a rich progress bar per row, advanced per seed when attached to a
+    terminal) and one line per finished row and seed on stderr."""
+
+    def __init__(self, rows: Sequence[tuple[str, str]], seeds: int):
+        from rich.console import Console
+
+        from mmboundary.progress import make_progress, progress_enabled
+
+        self.console = Console(stderr=True)
+        self.enabled = progress_enabled()
+        self.progress = make_progress()
+        from rich.markup import escape
+
+        self.tasks = {name: self.progress.add_task(escape(label), total=seeds, info="waiting") for name, label in rows}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start(self, row: str, seed: int, what: str = "running") -> None:
+        self.progress.update(self.tasks[row], info=f"seed {seed}: {what}")
+
+    def done(self, result: RowResult) -> None:
+        from rich.markup import escape
+
+        task = self.tasks[result.row]
+        self.progress.update(task, advance=1, info=f"seed {result.seed}: {result.status}")
+        extra = ""
+        if result.stages_reused or result.stages_run:
+            extra = f"; reused {', '.join(result.stages_reused) or 'nothing'}, ran {', '.join(result.stages_run) or 'nothing'}"
+        secs = f", {result.seconds:.0f} s" if result.seconds is not None else ""
+        why = f": {result.reason}" if result.reason and result.status != "ok" else ""
+        colour = {"ok": "green", "failed": "red"}.get(result.status, "yellow")
+        line = f"[{colour}]" + escape(f"seed {result.seed} · {result.label}: {result.status}{why}{secs}{extra}") \
+            + f"[/{colour}]"
+        (self.progress.console if self.enabled else self.console).print(line, highlight=False)
+
+
+def run_compare(spec: CompareSpec, root_dir: str | Path, *,
+                pipeline_runner: Callable[[Any], None] | None = None,
+                baseline_runner: Callable[[Any, int], BaselineRun] | None = None) -> list[RowResult]:
+    """Run a comparison into `root_dir` (see the module docstring) and return the rows' results.
+
+    `pipeline_runner(run)` runs a run's missing stages (default `pipeline.run_pipeline`);
+    `baseline_runner(run, seed)` returns a callable (BaselineSpec, split) -> (BaselineResult, F1,
+    note) for the full run of a seed (default: the real baselines on its models). Both are
+    parameters so the orchestration can be tested with stubs."""
+    from mmboundary.config import config_diff, dump_config
+    from mmboundary.runs import Run, fork_run
+
+    root = Path(root_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    pipeline_runner = pipeline_runner or _default_pipeline
+    baseline_runner = baseline_runner or _RunBaselines
+    atomic_write_text(root / "spec.json", spec.model_dump_json(indent=1) + "\n")
+    handler = logging.FileHandler(root / "compare.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    started = time.time()
+    results: list[RowResult] = []
+    rows = spec.rows()
+    labels = [(r.name, r.label) if k == "pipeline" else (r.row_name, r.row_label) for k, r in rows]
+    base = dict(config=spec.config, with_rl=spec.with_rl)
+
+    def finish(res: RowResult) -> RowResult:
+        save_result(root, res)
+        results.append(res)
+        display.done(res)
+        log.info("seed %d %s: %s%s", res.seed, res.row, res.status, f" ({res.reason})" if res.reason else "")
+        return res
+
+    def failed(row: str, label: str, kind: str, seed: int, err: BaseException, t0: float, **kw) -> RowResult:
+        log.error("seed %d %s failed:\n%s", seed, row, "".join(traceback.format_exception(err)))
+        return RowResult(row=row, label=label, kind=kind, seed=seed, status="failed",
+                         reason=f"{type(err).__name__}: {str(err)[:500]}", seconds=round(time.time() - t0, 2), **kw)
+
+    try:
+        with _Display(labels, len(spec.seeds)) as display:
+            for seed in spec.seeds:
+                overrides = list(spec.overrides) + [f"seed={seed}"]
+                seed_root = root / "runs" / f"seed{seed}"
+                full_dir = seed_root / "full"
+                full_run, full_cfg, full_error, full_info = None, None, None, {}
+                # 1. the full method's run (the source of every fork of this seed)
+                t0 = time.time()
+                if "full" in display.tasks:
+                    display.start("full", seed, "the full method's run")
+                try:
+                    full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
+                    full_run = Run.open(full_dir, full_cfg)
+                    before = _complete(full_run)
+                    pipeline_runner(full_run)
+                    full_info = {"stages_run": [s for s in _complete(full_run) if s not in before],
+                                 "seconds": round(time.time() - t0, 2)}
+                except Exception as e:  # noqa: BLE001 - recorded, the other seeds go on
+                    full_error = e
+                    log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
+                # 2-3. the pipeline rows
+                for kind, item in rows:
+                    if kind != "pipeline":
+                        continue
+                    row: Row = item
+                    display.start(row.name, seed)
+                    t0 = time.time()
+                    common = dict(row=row.name, label=row.label, kind=row.kind, seed=seed, paper_row=row.paper_row)
+                    reason = row_availability(row.name, spec.config, overrides, spec.with_rl)
+                    if reason:
+                        finish(RowResult(**common, status="unavailable", reason=reason))
+                        continue
+                    try:
+                        cfg = row_config(row.name, spec.config, overrides, spec.with_rl)
+                        reused: list[str] = []
+                        note = None
+                        if full_cfg is None or not row.own_run or not config_diff(full_cfg, cfg):
+                            if full_error is not None:
+                                raise RunError(f"the full method's run {full_dir} failed: "
+                                               f"{type(full_error).__name__}: {full_error}")
+                            run = full_run
+                            ran = full_info.get("stages_run", []) if row.name == "full" else []
+                            if row.name != "full":
+                                note = "a model of the full method's run (no run of its own)" if not row.own_run \
+                                    else "same config as the full method: its run"
+                        else:
+                            target = seed_root / row.name
+                            if (target / "config.yaml").exists():
+                                run = Run.open(target, cfg)
+                            elif full_dir.joinpath("config.yaml").exists():
+                                run, reused = fork_run(full_dir, target, list(row.overrides))
+                                diff = config_diff(run.config, cfg)
+                                if diff:
+                                    raise RunError(f"{target}: the fork's config differs from the row's at {diff}")
+                            else:
+                                run = Run.open(target, cfg)
+                            before = _complete(run)
+                            pipeline_runner(run)
+                            ran = [s for s in _complete(run) if s not in before]
+                        splits = pipeline_row_result(run, row, seed, spec.splits)
+                        model = row_model(row, run.config)
+                        finish(RowResult(
+                            **common, status="ok", splits=splits,
+                            source={"run": str(run.root.relative_to(root)) if run.root.is_relative_to(root)
+                                    else str(run.root), "model": model},
+                            stages_reused=reused, stages_run=ran,
+                            seconds=full_info.get("seconds") if row.name == "full" else round(time.time() - t0, 2),
+                            fingerprint=_fingerprint({"config": dump_config(run.config), "model": model}),
+                            note=note))
+                    except Exception as e:  # noqa: BLE001 - recorded as a failed row, retried next time
+                        finish(failed(row.name, row.label, row.kind, seed, e, t0, paper_row=row.paper_row))
+                # 4. the baselines on the seed's models
+                runner = None
+                for kind, item in rows:
+                    if kind != "baseline":
+                        continue
+                    b: BaselineSpec = item
+                    display.start(b.row_name, seed)
+                    t0 = time.time()
+                    common = dict(row=b.row_name, label=b.row_label, kind="baseline", seed=seed)
+                    try:
+                        if full_error is not None or full_run is None:
+                            raise RunError(f"the full method's run {full_dir} failed: "
+                                           f"{type(full_error).__name__}: {full_error}")
+                        fp = _fingerprint({"baseline": b.model_dump(mode="json"),
+                                           "config": b.resolved_config(full_run.config, seed).model_dump(mode="json"),
+                                           "run": dump_config(full_run.config), "splits": spec.splits})
+                        path = result_path(root, b.row_name, seed)
+                        if path.exists():
+                            old = load_result(path)
+                            if old.status in ("ok", "not_applicable") and old.fingerprint == fp:
+                                results.append(old)
+                                display.done(old)
+                                continue
+                        runner = runner or baseline_runner(full_run, seed)
+                        from mmboundary.pipeline import split_names
+
+                        splits, raw, notes, reason = {}, {}, set(), None
+                        for split in [s for s in spec.splits if s in split_names(full_run)]:
+                            result, f1, note = runner(b, split)
+                            raw[split] = str(result.save(root / "baselines" / b.row_name / f"seed{seed}_{split}.json")
+                                             .relative_to(root))
+                            if note:
+                                notes.add(note)
+                            if not result.applicable:
+                                reason = result.reason
+                                break
+                            splits[split] = _baseline_split(result, f1)
+                        source = {"baseline": b.method, "model": b.model_name, "run": str(full_dir.relative_to(root)),
+                                  "results": raw}
+                        status = "not_applicable" if reason else "ok"
+                        if status == "ok" and not splits:
+                            raise RunError(f"{full_dir}: none of the splits {spec.splits} exists")
+                        finish(RowResult(**common, status=status, reason=reason, splits={} if reason else splits,
+                                         source=source, seconds=round(time.time() - t0, 2), fingerprint=fp,
+                                         note="; ".join(sorted(notes)) or None))
+                    except Exception as e:  # noqa: BLE001
+                        finish(failed(b.row_name, b.row_label, "baseline", seed, e, t0))
+                del runner
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    atomic_write_json(root / "last_run.json", {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "seconds": round(time.time() - started, 2), "seeds": spec.seeds, "rows": spec.row_names(),
+        "failed": sorted({f"{r.row} (seed {r.seed})" for r in results if r.status == "failed"})})
+    return results
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+class Stat(BaseModel):
+    """Mean and sample standard deviation (n - 1) of one column over the seeds that have it
+    (`std` None for a single value)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    mean: float
+    std: float | None
+    n: int
+    values: list[float]
+
+    @classmethod
+    def of(cls, values: Sequence[float | None]) -> "Stat | None":
+        vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+        if not vals:
+            return None
+        return cls(mean=statistics.fmean(vals), std=statistics.stdev(vals) if len(vals) > 1 else None,
+                   n=len(vals), values=vals)
+
+
+class ReportRow(BaseModel):
+    """A row of one split's table: its columns over seeds (`stats`, keyed by `COLUMNS` field),
+    the parsed share, the mean level shares, the paper's numbers for the matching row (data set ->
+    ECE, MECE, Acc, F1), and the status of each seed. The pooled pairs behind the reliability
+    diagram are kept for plotting and left out of `report.json`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: str
+    label: str
+    kind: str
+    seeds: list[int]
+    status: str  # "ok" when at least one seed has numbers, else the common status of the seeds
+    reason: str | None = None
+    seed_status: dict[int, str] = Field(default_factory=dict)
+    stats: dict[str, Stat | None] = Field(default_factory=dict)
+    parsed: Stat | None = None
+    level_shares: dict[int, Stat] = Field(default_factory=dict)
+    paper_row: str | None = None
+    paper: dict[str, tuple[float, float, float, float]] = Field(default_factory=dict)
+    seconds: Stat | None = None
+    stages_reused: list[str] = Field(default_factory=list)
+    stages_run: list[str] = Field(default_factory=list)
+    note: str | None = None
+    step_confidence: list[float] = Field(default_factory=list, exclude=True)
+    step_correct: list[int] = Field(default_factory=list, exclude=True)
+
+
+class SplitTable(BaseModel):
+    split: str
+    datasets: tuple[str, ...]
+    rows: list[ReportRow]
+    findings: list[str]
+
+
+class Report(BaseModel):
+    """The whole comparison, rebuilt from saved results (`build_report`)."""
+
+    root: str
+    name: str
+    seeds: list[int]
+    splits: list[str]
+    base_config: str | None
+    overrides: list[str]
+    with_rl: bool
+    tables: list[SplitTable]
+    last_run: dict[str, Any] | None = None
+    figures: list[str] = Field(default_factory=list)
+
+
+def _better(col: str, a: float, b: float) -> bool:
+    """Whether value a is better than value b in column `col`."""
+    direction = {c: d for c, _, d in COLUMNS}[col]
+    return a < b if direction == "lower" else a > b
+
+
+def _findings(split: str, rows: list[ReportRow]) -> list[str]:
+    ok = {r.row: r for r in rows if r.status == "ok" and r.stats.get("mece")}
+    out: list[str] = []
+    if not ok:
+        return ["No row has numbers on this split."]
+    ranked = sorted(ok.values(), key=lambda r: r.stats["mece"].mean)
+    best = ranked[0]
+    full = ok.get("full")
+    if full is None:
+        out.append(f"Lowest MECE: {best.label} ({best.stats['mece'].mean:.3f}); the full method has no numbers here.")
+    elif best.row == "full":
+        runner_up = ranked[1] if len(ranked) > 1 else None
+        more = f", next {runner_up.label} ({runner_up.stats['mece'].mean:.3f})" if runner_up else ""
+        out.append(f"The full method has the lowest MECE of all {len(ranked)} rows with numbers "
+                   f"({full.stats['mece'].mean:.3f}{more}).")
+    else:
+        fm = full.stats["mece"]
+        lower = [r for r in ranked if r.stats["mece"].mean < fm.mean]
+        spread = f" (seed std {fm.std:.3f})" if fm.std is not None else ""
+        out.append(f"The full method does NOT have the lowest MECE here: its MECE is {fm.mean:.3f}{spread}, rank "
+                   f"{ranked.index(full) + 1} of {len(ranked)}; lower: "
+                   + ", ".join(f"{r.label} ({r.stats['mece'].mean:.3f})" for r in lower) + ".")
+    sft = ok.get("sft_only")
+    if full is not None and sft is not None:
+        paper = PAPER_TABLE["MMBoundary"]
+        paper_sft = PAPER_TABLE["MMBoundary w/o RL (SFT only)"]
+        ds = PAPER_DATASETS.get(split, ())
+        paper_txt = "; ".join(f"{d} {paper[d][1]:.3f} vs {paper_sft[d][1]:.3f}" for d in ds)
+        verdict = "below" if full.stats["mece"].mean < sft.stats["mece"].mean else "not below"
+        out.append(f"RL vs SFT only: the full method's MECE {full.stats['mece'].mean:.3f} is {verdict} SFT only's "
+                   f"{sft.stats['mece'].mean:.3f}" + (f" (paper, full vs SFT only: {paper_txt})." if paper_txt else "."))
+    if full is not None:
+        for r in rows:
+            if r.kind != "ablation" or r.row not in ok:
+                continue
+            cols = [c for c, _, _ in COLUMNS if r.stats.get(c) and full.stats.get(c)]
+            worse = [c for c in cols if _better(c, full.stats[c].mean, r.stats[c].mean)]
+            out.append(f"{r.label}: worse than the full method on {len(worse)} of {len(cols)} columns"
+                       + (f" ({', '.join(dict((c, h) for c, h, _ in COLUMNS)[c] for c in worse)})" if worse else "")
+                       + ".")
+    return out
+
+
+def build_report(root_dir: str | Path) -> Report:
+    """The report of the saved results under `root_dir` (pure: reads JSON only, runs no model).
+
+    Rows, seeds and splits are those of `spec.json` (the last `run_compare`); without it, every
+    saved result. A row's columns are the mean and sample std over the seeds whose result is "ok"."""
+    root = Path(root_dir)
+    results_dir = root / "results"
+    if not results_dir.is_dir():
+        raise RunError(f"{root}: no saved comparison results (no results/ folder); run the comparison first")
+    spec = None
+    if (root / "spec.json").exists():
+        try:
+            spec = CompareSpec.model_validate_json((root / "spec.json").read_text("utf-8"))
+        except ValidationError as e:
+            raise RunError(f"{root / 'spec.json'}: not a valid comparison spec: {str(e)[:300]}") from None
+    saved: dict[str, dict[int, RowResult]] = {}
+    for path in sorted(results_dir.glob("*/seed*.json")):
+        r = load_result(path)
+        saved.setdefault(r.row, {})[r.seed] = r
+    if not saved:
+        raise RunError(f"{results_dir}: no saved comparison results")
+    if spec is not None:
+        order = [n for n in spec.row_names() if n in saved]
+        seeds, splits = list(spec.seeds), list(spec.splits)
+    else:
+        kind_order = {"reference": 0, "baseline": 1, "method": 2, "ablation": 3}
+        registry = list(ROWS)
+
+        def key(name: str):
+            any_r = next(iter(saved[name].values()))
+            k = 4 if name == "full" else kind_order.get(any_r.kind, 5)
+            return (k, registry.index(name) if name in registry else 99, name)
+
+        order = sorted(saved, key=key)
+        seeds = sorted({s for per in saved.values() for s in per})
+        splits = [s for s in ("test", "ood") if any(s in r.splits for per in saved.values() for r in per.values())]
+    tables = []
+    for split in splits:
+        rows = []
+        for name in order:
+            per = {s: r for s, r in saved[name].items() if s in seeds}
+            if not per:
+                continue
+            any_r = next(iter(per.values()))
+            have = [r for r in per.values() if r.status == "ok" and split in r.splits]
+            statuses = {s: (r.status if r.status != "ok" or split in r.splits else "no such split")
+                        for s, r in sorted(per.items())}
+            missing = [s for s in seeds if s not in per]
+            for s in missing:
+                statuses[s] = "not run"
+            paper_row = any_r.paper_row
+            paper = {d: PAPER_TABLE[paper_row][d] for d in PAPER_DATASETS.get(split, ())
+                     if paper_row in PAPER_TABLE and d in PAPER_TABLE[paper_row]}
+            rr = ReportRow(row=name, label=any_r.label, kind=any_r.kind, seeds=sorted(per), status="ok",
+                           seed_status=statuses, paper_row=paper_row, paper=paper,
+                           note=next((r.note for r in per.values() if r.note), None))
+            if have:
+                reps = [r.splits[split].report for r in have]
+                rr.stats = {c: Stat.of([getattr(rep, c) for rep in reps]) for c, _, _ in COLUMNS}
+                rr.parsed = Stat.of([rep.parsed_share for rep in reps])
+                rr.level_shares = {lv: st for lv in range(1, 6)
+                                   if (st := Stat.of([rep.level_shares.get(lv, 0.0) for rep in reps if rep.level_shares]))}
+                rr.seconds = Stat.of([r.seconds for r in have])
+                first = min(have, key=lambda r: r.seed)
+                rr.stages_reused, rr.stages_run = first.stages_reused, first.stages_run
+                for r in sorted(have, key=lambda r: r.seed):
+                    rr.step_confidence += r.splits[split].step_confidence
+                    rr.step_correct += r.splits[split].step_correct
+                bad = {s: per[s].reason for s in per if per[s].status != "ok"}
+                if bad:
+                    rr.reason = "; ".join(f"seed {s}: {why}" for s, why in bad.items())
+            else:
+                kinds = {r.status for r in per.values()}
+                rr.status = kinds.pop() if len(kinds) == 1 else "failed"
+                if rr.status == "ok":
+                    rr.status = "no such split"
+                reasons = {r.reason for r in per.values() if r.reason}
+                rr.reason = "; ".join(sorted(reasons)) if len(reasons) > 1 else (reasons.pop() if reasons else None)
+            rows.append(rr)
+        tables.append(SplitTable(split=split, datasets=PAPER_DATASETS.get(split, ()), rows=rows,
+                                 findings=_findings(split, rows)))
+    last = None
+    if (root / "last_run.json").exists():
+        last = json.loads((root / "last_run.json").read_text("utf-8"))
+    return Report(root=str(root), name=spec.name if spec else root.name, seeds=seeds, splits=splits,
+                  base_config=str(spec.config) if spec and spec.config else None,
+                  overrides=list(spec.overrides) if spec else [], with_rl=spec.with_rl if spec else True,
+                  tables=tables, last_run=last)
+
+
+def _fmt(stat: Stat | None, bold: bool = False) -> str:
+    if stat is None:
+        return "-"
+    text = f"{stat.mean:.3f}" + (f" ± {stat.std:.3f}" if stat.std is not None else "")
+    return f"**{text}**" if bold else text
+
+
+def _fmt_seconds(stat: Stat | None) -> str:
+    if stat is None:
+        return "-"
+    return f"{stat.mean:.0f}" + (f" ± {stat.std:.0f}" if stat.std is not None else "")
+
+
+def _paper_cell(values: tuple[float, float, float, float] | None) -> str:
+    if not values:
+        return ""
+    return " / ".join(f"{v:.3f}".lstrip("0") for v in values)
+
+
+def _figure_name(kind: str, row: str | None, split: str) -> str:
+    return f"reliability_{row}_{split}.png" if kind == "reliability" else f"levels_{split}.png"
+
+
+def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
+    """The report as Markdown: a table per split (mean ± sample std over seeds, best value of
+    each column in bold), the paper's numbers beside matching rows, findings, rows without
+    numbers and why, the cost of each row, and links to `figures` (file names next to it)."""
+    seeds = ", ".join(str(s) for s in report.seeds)
+    lines = [f"# Comparison `{report.name}`", ""]
+    lines.append(f"Rebuilt from the saved results in `{report.root}` (no model was run to write it: "
+                 f"`mmboundary compare --root {report.root} --report-only`). Seeds: {seeds} "
+                 f"({len(report.seeds)}; training seeds, the same data). Base config: "
+                 f"{report.base_config or 'the built-in default'}"
+                 + (f", overrides: `{' '.join(report.overrides)}`" if report.overrides else "")
+                 + (", with the rl stage" if report.with_rl else ", without the rl stage (with_rl: false)") + ".")
+    if report.last_run:
+        lr = report.last_run
+        lines.append("")
+        lines.append(f"Last `run_compare`: started {lr.get('started')}, {lr.get('seconds', 0) / 60:.1f} min wall time"
+                     + (f"; failed rows: {', '.join(lr['failed'])}" if lr.get("failed") else "") + ".")
+    lines += ["", "Cells: mean ± sample standard deviation over the seeds with a result (n - 1 in the "
+              "denominator; no ± with one seed). ECE: answer level; MECE, AUROC, Brier: step level; "
+              "best mean of each column in bold. Paper: LLaVA-NeXT-7B on A-OKVQA / ScienceQA (in-domain) and "
+              "CulturalVQA (OOD), ECE / MECE / Acc / F1 (method.md section 6), beside the rows that match; "
+              "they are another model on other data: compare directions, not values.", ""]
+    for table in report.tables:
+        title = {"test": "test (in-domain)", "ood": "OOD"}.get(table.split, table.split)
+        lines += [f"## {title}", ""]
+        heads = [h for _, h, _ in COLUMNS] + ["parsed", "seeds"]
+        paper_heads = [f"paper {d} (ECE / MECE / Acc / F1)" for d in table.datasets]
+        lines.append("| row | " + " | ".join(heads + paper_heads) + " |")
+        lines.append("|---|" + "---:|" * len(heads) + "---|" * len(paper_heads))
+        ok = [r for r in table.rows if r.status == "ok"]
+        best = {}
+        for c, _, _ in COLUMNS:
+            vals = [r.stats[c].mean for r in ok if r.stats.get(c)]
+            if vals:
+                best[c] = min(vals) if {x: d for x, _, d in COLUMNS}[c] == "lower" else max(vals)
+        for r in table.rows:
+            paper = [_paper_cell(r.paper.get(d)) for d in table.datasets]
+            if r.status == "ok":
+                cells = [_fmt(r.stats.get(c), bold=r.stats.get(c) is not None and r.stats[c].mean == best.get(c))
+                         for c, _, _ in COLUMNS]
+                n = max((s.n for s in r.stats.values() if s), default=0)
+                cells += [_fmt(r.parsed), f"{n}/{len(report.seeds)}"]
+            else:
+                why = (r.reason or "").replace("|", "/")
+                cells = [f"{r.status.replace('_', ' ')}: {why}"] + [""] * (len(heads) - 1)
+            lines.append(f"| {r.label} | " + " | ".join(cells + paper) + " |")
+        lines += ["", "Findings:", ""] + [f"- {f}" for f in table.findings]
+        partial = [r for r in table.rows if r.status == "ok" and r.reason]
+        if partial:
+            lines += [""] + [f"- {r.label}: some seeds have no result ({r.reason})." for r in partial]
+        lines.append("")
+        shares = [r for r in table.rows if r.status == "ok" and r.level_shares]
+        if shares:
+            lines += ["Level shares (% of steps at levels 1-5, mean over seeds):", "",
+                      "| row | 1 | 2 | 3 | 4 | 5 |", "|---|---:|---:|---:|---:|---:|"]
+            for r in shares:
+                lines.append(f"| {r.label} | " + " | ".join(
+                    f"{100 * r.level_shares[lv].mean:.0f}" if lv in r.level_shares else "-" for lv in range(1, 6)) + " |")
+            lines.append("")
+    first = report.tables[0] if report.tables else None
+    if first:
+        lines += ["## Rows and their cost", "",
+                  "| row | stages reused (first seed) | stages run (first seed) | seconds per seed | note |",
+                  "|---|---|---|---:|---|"]
+        for r in first.rows:
+            lines.append(f"| {r.label} | {', '.join(r.stages_reused) or '-'} | {', '.join(r.stages_run) or '-'} | "
+                         f"{_fmt_seconds(r.seconds)} | {(r.note or '').replace('|', '/')} |")
+        lines.append("")
+    lines += ["## The paper's table (method.md section 6)", "",
+              "| paper row | " + " | ".join(f"{d} (ECE / MECE / Acc / F1)" for d in ("A-OKVQA", "ScienceQA", "CulturalVQA"))
+              + " | our row |", "|---|---|---|---|---|"]
+    ours = {r.paper_row: r.label + ("" if r.status == "ok" else f" ({r.status.replace('_', ' ')})")
+            for t in report.tables[:1] for r in t.rows if r.paper_row}
+    for name, per in PAPER_TABLE.items():
+        lines.append(f"| {name} | " + " | ".join(_paper_cell(per[d]) for d in ("A-OKVQA", "ScienceQA", "CulturalVQA"))
+                     + f" | {ours.get(name, 'not in this comparison')} |")
+    lines.append("")
+    if figures:
+        lines += ["## Figures", ""]
+        for f in figures:
+            lines.append(f"- [{f}]({f})")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _level_histogram(table: SplitTable, path: Path) -> Path | None:
+    """Stacked horizontal bars: the mean share of steps at each level, one bar per row."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in table.rows if r.status == "ok" and r.level_shares]
+    if not rows:
+        return None
+    fig = Figure(figsize=(8.0, 1.0 + 0.4 * len(rows)), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    y = np.arange(len(rows))[::-1]
+    left = np.zeros(len(rows))
+    colours = ["#d73027", "#fc8d59", "#fee090", "#91bfdb", "#4575b4"]
+    for lv in range(1, 6):
+        share = np.array([r.level_shares[lv].mean if lv in r.level_shares else 0.0 for r in rows])
+        ax.barh(y, share, left=left, color=colours[lv - 1], edgecolor="black", linewidth=0.4, label=f"level {lv}")
+        left += share
+    ax.set_yticks(y)
+    ax.set_yticklabels([r.label for r in rows], fontsize=8)
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("share of steps (mean over seeds)")
+    ax.set_title(f"Confidence levels of the steps, {table.split}", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def write_report(report: Report, out_dir: str | Path) -> list[Path]:
+    """Write `report.md`, `report.json`, a step-level reliability diagram per row and split (seeds
+    pooled) and a level histogram per split into `out_dir`; return the paths written."""
+    from mmboundary.evaluation.plots import reliability_diagram
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    figures: list[str] = []
+    for table in report.tables:
+        for r in table.rows:
+            if r.status != "ok" or not r.step_confidence:
+                continue
+            name = _figure_name("reliability", r.row, table.split)
+            seeds = ", ".join(str(s) for s in r.seeds if r.seed_status.get(s) == "ok")
+            written.append(reliability_diagram(r.step_confidence, r.step_correct, out / name,
+                                               title=f"{r.label}: {table.split} steps (seeds {seeds} pooled)"))
+            figures.append(name)
+        hist = _level_histogram(table, out / _figure_name("levels", None, table.split))
+        if hist is not None:
+            written.append(hist)
+            figures.append(hist.name)
+    report = report.model_copy(update={"figures": figures})
+    md = out / "report.md"
+    atomic_write_text(md, render_markdown(report, figures))
+    js = out / "report.json"
+    atomic_write_text(js, report.model_dump_json(indent=1) + "\n")
+    return [md, js] + written
+
+
+def _print_summary(report: Report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for t in report.tables:
+        table = Table(title=f"comparison {report.name}: {t.split} (mean ± std over seeds)")
+        table.add_column("row")
+        for _, h, _ in COLUMNS:
+            table.add_column(h, justify="right")
+        for r in t.rows:
+            if r.status == "ok":
+                table.add_row(r.label, *[_fmt(r.stats.get(c)) for c, _, _ in COLUMNS])
+            else:
+                table.add_row(r.label, f"[dim]{r.status.replace('_', ' ')}[/dim]", *[""] * (len(COLUMNS) - 1))
+        console.print(table)
+        for f in t.findings:
+            console.print(f"  {f}", highlight=False)
+
+
+def compare_main(spec_path: str | Path | None, root_dir: str | Path | None, report_only: bool = False,
+                 overrides: Sequence[str] | None = None) -> Report:
+    """`mmboundary compare`: run the comparison of `spec_path` (None: the built-in default,
+    `CompareSpec()` = configs/compare_default.yaml) into `root_dir` (None:
+    `runs/compare-<spec name>`), unless `report_only`; then rebuild the report from the saved
+    results into `<root_dir>/report/` and print its tables. `overrides` are appended to the
+    spec's base-config overrides. Returns the report (`Report.tables[*].rows[*].seed_status`
+    says which rows failed)."""
+    from rich.console import Console
+
+    spec = load_spec(spec_path) if spec_path is not None else CompareSpec()
+    if overrides:
+        spec = CompareSpec.model_validate({**spec.model_dump(), "overrides": list(spec.overrides) + list(overrides)})
+    root = Path(root_dir) if root_dir is not None else Path("runs") / f"compare-{spec.name}"
+    err = Console(stderr=True)
+    if not report_only:
+        err.print(f"comparison {spec.name}: {len(spec.rows())} rows x {len(spec.seeds)} seeds into {root}")
+        run_compare(spec, root)
+    report = build_report(root)
+    paths = write_report(report, root / "report")
+    _print_summary(report)
+    err.print(f"report: {paths[0]} ({len(paths) - 2} figures)")
+    return report

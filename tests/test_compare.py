@@ -1,0 +1,398 @@
+"""Ablation overlays (`mmboundary.ablations`) and the comparison (`mmboundary.compare`): each overlay
+changes exactly its intended config keys; a report is rebuilt from saved result JSON without running
+any model (mean and sample std by hand, the paper's numbers beside matching rows, PNGs written);
+`run_compare`'s orchestration (forks reuse finished stages, rows saved per seed, nothing recomputed
+on a second call) with stubbed stage and baseline runners."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+
+import pytest
+
+from mmboundary.ablations import ABLATIONS, METHODS, ROWS, full_overrides, resolve_row, row_availability, row_config
+from mmboundary.compare import (
+    BaselineSpec,
+    CompareSpec,
+    build_report,
+    load_result,
+    load_spec,
+    render_markdown,
+    result_path,
+    run_compare,
+    write_report,
+)
+from mmboundary.config import STAGES, config_diff, load_config
+from mmboundary.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --- ablation overlays ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("row, keys", [
+    ("wo_lnlp", ["estimate.fusion.ablate"]),
+    ("wo_mte", ["estimate.fusion.ablate"]),
+    ("wo_token_sar", ["estimate.fusion.ablate"]),
+    ("wo_clip_score", ["estimate.fusion.ablate"]),
+    ("max_pooling", ["estimate.fusion.pooling"]),
+    ("wo_mapping", ["statements.kind"]),
+    ("wo_r_ka", ["rl.reward.alpha"]),
+    ("wo_r_ec", ["rl.reward.beta"]),
+    ("wo_r_cs", ["rl.reward.gamma"]),
+    ("sft_only", []),
+    ("vanilla", []),
+    ("full", []),
+])
+def test_overlay_changes_exactly_its_keys(row, keys):
+    full = row_config("full")
+    cfg = row_config(row)
+    assert config_diff(full, cfg) == keys
+    # and the values are the intended ones
+    if row.startswith("wo_") and keys == ["estimate.fusion.ablate"]:
+        assert cfg.estimate.fusion.ablate == [row[3:]]
+    if row == "max_pooling":
+        assert cfg.estimate.fusion.pooling == "max"
+    if row == "wo_mapping":
+        assert cfg.statements.kind == "numeric"
+    if row.startswith("wo_r_"):
+        w = cfg.rl.reward
+        assert [w.alpha, w.beta, w.gamma].count(0.0) == 1 and [w.alpha, w.beta, w.gamma].count(1.0) == 2
+
+
+def test_full_method_adds_only_the_rl_stage():
+    default = load_config()
+    assert config_diff(default, row_config("full")) == ["stages"]
+    assert row_config("full").stages == list(STAGES)
+    assert config_diff(default, row_config("full", with_rl=False)) == []  # the default stops at SFT
+    # overlays go on top of the base overrides
+    cfg = row_config("wo_r_ec", None, ["rl.lr=2e-5", "seed=3"])
+    assert (cfg.rl.lr, cfg.seed, cfg.rl.reward.beta) == (2e-5, 3, 0.0)
+
+
+def test_registry_and_aliases():
+    assert set(ABLATIONS) == {"wo_lnlp", "wo_mte", "wo_token_sar", "wo_clip_score", "max_pooling", "wo_mapping",
+                              "wo_r_ka", "wo_r_ec", "wo_r_cs"}
+    assert {"vanilla", "sft_only", "full", "drl", "sayself"} <= set(METHODS)
+    assert resolve_row("wo_rl").name == "sft_only"
+    assert not ROWS["sft_only"].own_run and ROWS["sft_only"].model == "sft"  # w/o RL: no extra run
+    with pytest.raises(ConfigError, match="unknown comparison row"):
+        resolve_row("wo_everything")
+    assert full_overrides() == [f"stages=[{','.join(STAGES)}]"]
+
+
+def test_unavailable_rows_say_why():
+    assert "rl.init" in row_availability("drl") and "sft/model" in row_availability("drl")
+    assert "answer-level" in row_availability("sayself")
+    for row in ("wo_r_ka", "wo_r_ec", "wo_r_cs", "drl"):
+        assert "without the rl stage" in row_availability(row, with_rl=False) or row == "drl"
+    for row in ("wo_lnlp", "max_pooling", "wo_mapping", "wo_r_ka", "full", "sft_only", "vanilla"):
+        assert row_availability(row) is None
+
+
+# --- the spec -----------------------------------------------------------------------------------------
+
+def test_default_spec_file_is_the_builtin_default():
+    spec = load_spec(REPO / "configs" / "compare_default.yaml")
+    assert spec == CompareSpec()
+    assert spec.seeds == [0, 1, 2] and spec.with_rl
+    names = spec.row_names()
+    assert names[0] == "vanilla" and names[-1] == "full"
+    assert "dpv" not in names and "dps" not in names  # they do not apply to the tiny model
+
+
+def test_spec_errors_name_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("methods: [full, wo_lnlp]\n")
+    with pytest.raises(ConfigError, match="methods.*ablation"):
+        load_spec(bad)
+    bad.write_text("ablations: [wo_lnlp, wo_lnlp]\n")
+    with pytest.raises(ConfigError, match="twice"):
+        load_spec(bad)
+    bad.write_text("seeds: []\n")
+    with pytest.raises(ConfigError, match="seeds"):
+        load_spec(bad)
+    bad.write_text("baselines: [{method: sc, config: {n_sample: 3}}]\n")
+    with pytest.raises(ConfigError, match="n_sample"):
+        load_spec(bad)
+    bad.write_text("colour: red\n")
+    with pytest.raises(ConfigError, match="colour"):
+        load_spec(bad)
+
+
+# --- the report from saved results ----------------------------------------------------------------
+
+def _report(ece, mece, acc, f1=0.5, auroc=0.6, brier=0.2, shares=None):
+    shares = shares or {1: 0.1, 2: 0.2, 3: 0.3, 4: 0.3, 5: 0.1}
+    return {"examples": 10, "accuracy": acc, "steps": 30, "parsed_share": 1.0, "steps_scored": 30,
+            "step_accuracy": 0.5, "ece": ece, "mece": mece, "auroc": auroc, "answer_auroc": 0.5, "brier": brier,
+            "answers_with_confidence": 10, "level_shares": {str(k): v for k, v in shares.items()}, "f1": f1}
+
+
+def _split(**kw):
+    return {"report": _report(**kw), "step_confidence": [0.1, 0.3, 0.7, 0.9, 0.9], "step_correct": [0, 0, 1, 1, 0],
+            "answer_confidence": [0.9, 0.3], "answer_correct": [1, 0], "extra": {}}
+
+
+def _write(root: Path, row: dict) -> None:
+    path = root / "results" / row["row"] / f"seed{row['seed']}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row))
+
+
+def _saved_comparison(root: Path) -> None:
+    """Hand-written results in the format run_compare saves (results/<row>/seed<s>.json)."""
+    spec = CompareSpec(methods=["vanilla", "drl", "sft_only", "full"], ablations=["wo_r_ka"],
+                       baselines=[BaselineSpec(method="dpv")], seeds=[0, 1, 2])
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "spec.json").write_text(spec.model_dump_json())
+    full_mece, full_ece = [0.10, 0.20, 0.30], [0.3, 0.3, 0.6]
+    for seed in (0, 1, 2):
+        common = {"format": "mmboundary.compare.row/1", "seed": seed}
+        _write(root, {**common, "row": "full", "label": "MMBoundary (full)", "kind": "method", "status": "ok",
+                      "paper_row": "MMBoundary", "source": {"run": f"runs/seed{seed}/full", "model": "rl"},
+                      "splits": {"test": _split(ece=full_ece[seed], mece=full_mece[seed], acc=0.5),
+                                 "ood": _split(ece=0.5, mece=0.6, acc=0.3)},
+                      "stages_reused": [], "stages_run": ["data", "base"], "seconds": 10.0 + seed})
+        if seed < 2:
+            _write(root, {**common, "row": "sft_only", "label": "MMBoundary w/o RL (SFT only)", "kind": "method",
+                          "status": "ok", "paper_row": "MMBoundary w/o RL (SFT only)",
+                          "splits": {"test": _split(ece=0.4, mece=[0.4, 0.5][seed], acc=0.5),
+                                     "ood": _split(ece=0.5, mece=0.5, acc=0.3)}})
+        else:
+            _write(root, {**common, "row": "sft_only", "label": "MMBoundary w/o RL (SFT only)", "kind": "method",
+                          "status": "failed", "reason": "RuntimeError: out of memory",
+                          "paper_row": "MMBoundary w/o RL (SFT only)"})
+        _write(root, {**common, "row": "vanilla", "label": "Vanilla (internal levels)", "kind": "reference",
+                      "status": "ok", "splits": {"test": _split(ece=0.2, mece=0.3, acc=0.5, auroc=0.7),
+                                                 "ood": _split(ece=0.3, mece=0.4, acc=0.3)}})
+        _write(root, {**common, "row": "wo_r_ka", "label": "w/o R_KA", "kind": "ablation", "status": "ok",
+                      "splits": {"test": _split(ece=0.5, mece=0.35, acc=0.4, f1=0.6),
+                                 "ood": _split(ece=0.5, mece=0.5, acc=0.3)}})
+        _write(root, {**common, "row": "drl", "label": "DRL (RL without warm-up)", "kind": "method",
+                      "status": "unavailable", "reason": "no rl.init switch"})
+        _write(root, {**common, "row": "dpv", "label": "DPV, vanilla model", "kind": "baseline",
+                      "status": "not_applicable", "reason": "the tiny model has never seen an instruction"})
+
+
+@pytest.fixture
+def no_models(monkeypatch):
+    """Any model loading or stage running fails the test."""
+    import mmboundary.baselines as baselines
+    import mmboundary.models as models
+    import mmboundary.pipeline as pipeline
+
+    def boom(*a, **k):
+        raise AssertionError("the report must not run any model")
+
+    for mod, name in [(models, "load_vlm"), (models, "load_clip"), (pipeline, "run_pipeline"),
+                      (pipeline, "run_stage"), (baselines, "run_baseline")]:
+        monkeypatch.setattr(mod, name, boom)
+
+
+def test_report_rebuilt_from_saved_results(tmp_path, no_models):
+    root = tmp_path / "cmp"
+    _saved_comparison(root)
+    report = build_report(root)
+    assert [t.split for t in report.tables] == ["test", "ood"]
+    test = {r.row: r for r in report.tables[0].rows}
+    assert list(test) == ["vanilla", "dpv", "drl", "sft_only", "wo_r_ka", "full"]  # the spec's order
+
+    full = test["full"]
+    assert full.stats["mece"].mean == pytest.approx(0.2)
+    assert full.stats["mece"].std == pytest.approx(0.1)  # sample std: sqrt((0.01 + 0 + 0.01) / 2)
+    assert full.stats["ece"].mean == pytest.approx(0.4)
+    assert full.stats["ece"].std == pytest.approx(math.sqrt((0.01 + 0.01 + 0.04) / 2))
+    assert full.stats["accuracy"].std == pytest.approx(0.0)
+    sft = test["sft_only"]  # seed 2 failed: two seeds
+    assert sft.stats["mece"].n == 2 and sft.stats["mece"].mean == pytest.approx(0.45)
+    assert sft.stats["mece"].std == pytest.approx(math.sqrt(0.005))
+    assert "seed 2: RuntimeError" in sft.reason
+    assert test["drl"].status == "unavailable" and test["dpv"].status == "not_applicable"
+    assert full.paper == {"A-OKVQA": (.316, .304, .835, .661), "ScienceQA": (.354, .392, .703, .565)}
+    assert {r.row: r for r in report.tables[1].rows}["full"].paper == {"CulturalVQA": (.337, .361, .448, .665)}
+    assert test["vanilla"].paper == {}
+
+    paths = write_report(report, root / "report")
+    md = (root / "report" / "report.md").read_text()
+    test_section = md.split("## test (in-domain)")[1].split("Findings:")[0]
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in test_section.splitlines() if line.startswith("| ")}
+    full_line = lines["MMBoundary (full)"]
+    assert "**0.200 ± 0.100**" in full_line  # lowest MECE, in bold
+    assert "0.400 ± 0.173" in full_line
+    assert ".316 / .304 / .835 / .661" in full_line and ".354 / .392 / .703 / .565" in full_line
+    sft_line = lines["MMBoundary w/o RL (SFT only)"]
+    assert "0.450 ± 0.071" in sft_line and "2/3" in sft_line
+    assert ".392 / .427 / .768 / .581" in sft_line
+    assert ".316" not in lines["Vanilla (internal levels)"]
+    assert "not applicable: the tiny model" in lines["DPV, vanilla model"]
+    assert "unavailable: no rl.init switch" in lines["DRL (RL without warm-up)"]
+    assert "The full method has the lowest MECE" in md
+    assert "w/o R_KA: worse than the full method on" in md
+    assert "| SaySelf | .345 / .384 / .734 / .603" in md  # the paper's whole table
+
+    pngs = sorted(p.name for p in paths if p.suffix == ".png")
+    assert "reliability_full_test.png" in pngs and "levels_test.png" in pngs and "levels_ood.png" in pngs
+    assert "reliability_drl_test.png" not in pngs
+    for p in paths:
+        if p.suffix == ".png":
+            assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
+            assert p.name in md
+    saved = json.loads((root / "report" / "report.json").read_text())
+    assert "step_confidence" not in saved["tables"][0]["rows"][0]  # pairs stay in the row results
+    # pure: the same report again from the same files
+    assert render_markdown(build_report(root), saved["figures"]) == md
+
+
+def test_report_without_spec_uses_every_saved_result(tmp_path, no_models):
+    root = tmp_path / "cmp"
+    _saved_comparison(root)
+    (root / "spec.json").unlink()
+    report = build_report(root)
+    rows = [r.row for r in report.tables[0].rows]
+    assert rows[0] == "vanilla" and rows[-1] == "full" and set(rows) == {"vanilla", "dpv", "drl", "sft_only",
+                                                                         "wo_r_ka", "full"}
+    assert report.seeds == [0, 1, 2]
+
+
+# --- run_compare with stubbed stage and baseline runners -------------------------------------------
+
+def _chains(n: int, offset: int):
+    from mmboundary.records import GeneratedChain, GeneratedStep
+
+    out = []
+    for i in range(n):
+        steps = tuple(GeneratedStep(text=f"step {j}", start=0, end=1, correct=(i + j + offset) % 2 == 0,
+                                    level=1 + (i + j + offset) % 5) for j in range(3))
+        out.append(GeneratedChain(example_id=f"ex{i}", text="x", steps=steps, answer="a",
+                                  answer_correct=(i + offset) % 2 == 0))
+    return out
+
+
+class StubPipeline:
+    """Runs a run's missing stages by writing a marker artifact; `evaluate` writes metrics.json and
+    chains in the evaluate stage's format, with numbers that depend on the run's config."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, str]] = []
+
+    def __call__(self, run):
+        from mmboundary.evaluation.expressed import chain_levels, confidence_report
+        from mmboundary.pipeline import write_jsonl
+
+        for stage in run.config.stages:
+            if run.is_complete(stage):
+                continue
+            d = run.begin_stage(stage)
+            self.calls.append((f"{run.root.parent.name}/{run.root.name}", stage))
+            (d / "artifact.txt").write_text(f"{run.root} {stage}")
+            offset = run.config.seed + len(run.config.estimate.fusion.ablate) + int(run.config.rl.reward.alpha)
+            if stage == "data":
+                for split in ("train", "test", "ood"):
+                    (d / f"{split}.jsonl").write_text("")
+            if stage == "estimate":
+                for split in ("test", "ood"):
+                    (d / f"steps_{split}.jsonl").write_text("".join(
+                        json.dumps({"example_id": c.example_id, "step_index": j, "level": s.level}) + "\n"
+                        for c in _chains(6, run.config.seed) for j, s in enumerate(c.steps)))
+            if stage == "evaluate":
+                metrics = {}
+                models = ["vanilla", "sft"] + (["rl"] if "rl" in run.config.stages else [])
+                for split in ("test", "ood"):
+                    metrics[split] = {}
+                    for k, model in enumerate(models):
+                        chains = _chains(6, run.config.seed if model == "vanilla" else offset + k)
+                        write_jsonl(d / f"chains_{model}_{split}.jsonl", chains)
+                        rep = confidence_report(chains, [chain_levels(c) for c in chains], f1=0.5).model_dump()
+                        metrics[split][model] = {"answer_accuracy": rep["accuracy"], "f1": 0.5,
+                                                 "internal" if model == "vanilla" else "expressed": rep}
+                (d / "metrics.json").write_text(json.dumps(metrics))
+            run.mark_complete(stage)
+
+
+def _stub_baselines(calls):
+    from mmboundary.baselines import BaselineResult, ExampleConfidence
+
+    def factory(run, seed):
+        def go(spec, split):
+            calls.append((spec.row_name, seed, split))
+            if spec.method == "dpv":
+                return BaselineResult(method="dpv", applicable=False, reason="stub: no instructions"), None, None
+            chains = _chains(4, seed)
+            ex = tuple(ExampleConfidence(example_id=c.example_id, chain=c, step_confidences=(0.2, 0.5, 0.8),
+                                         step_fallback=(False, False, False), answer_confidence=0.8)
+                       for c in chains)
+            return BaselineResult(method=spec.method, examples=ex), 0.7, "stub"
+        return go
+    return factory
+
+
+def test_run_compare_orchestration(tmp_path, no_models):
+    spec = CompareSpec(methods=["vanilla", "drl", "sft_only", "full"], ablations=["wo_lnlp", "wo_r_ka"],
+                       baselines=[BaselineSpec(method="sc"), BaselineSpec(method="dpv")], seeds=[0, 1])
+    root = tmp_path / "cmp"
+    pipe, bcalls = StubPipeline(), []
+    results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls))
+    by = {(r.row, r.seed): r for r in results}
+    assert len(by) == len(results) == 8 * 2
+
+    for seed in (0, 1):
+        ran = lambda run: [s for r, s in pipe.calls if r == run]  # noqa: E731
+        assert ran(f"seed{seed}/full") == list(STAGES)
+        assert ran(f"seed{seed}/wo_r_ka") == ["rl", "evaluate"]
+        # the fork of a warm-up ablation reuses data and base; of an RL ablation, everything up to sft
+        assert by[("wo_lnlp", seed)].stages_reused == ["data", "base"]
+        assert by[("wo_lnlp", seed)].stages_run == ["estimate", "sft_data", "sft", "rl", "evaluate"]
+        assert by[("wo_r_ka", seed)].stages_reused == ["data", "base", "estimate", "sft_data", "sft"]
+        assert by[("wo_r_ka", seed)].stages_run == ["rl", "evaluate"]
+        full_art = root / "runs" / f"seed{seed}" / "full" / "sft" / "artifact.txt"
+        fork_art = root / "runs" / f"seed{seed}" / "wo_r_ka" / "sft" / "artifact.txt"
+        assert os.path.samefile(full_art, fork_art)  # hard-linked, computed once
+        assert by[("sft_only", seed)].source["run"] == f"runs/seed{seed}/full"
+        assert by[("sft_only", seed)].source["model"] == "sft" and by[("full", seed)].source["model"] == "rl"
+        assert by[("drl", seed)].status == "unavailable" and "rl.init" in by[("drl", seed)].reason
+        assert by[("dpv", seed)].status == "not_applicable"
+        assert by[("sc", seed)].status == "ok" and by[("sc", seed)].splits["test"].report.f1 == 0.7
+        assert (root / "baselines" / "sc" / f"seed{seed}_test.json").exists()
+        for row in ("vanilla", "sft_only", "full", "wo_lnlp", "wo_r_ka"):
+            r = load_result(result_path(root, row, seed))
+            assert r.status == "ok" and set(r.splits) == {"test", "ood"}, (row, r.reason)
+    assert sorted(run for run, s in pipe.calls if s in ("data", "base")) == ["seed0/full"] * 2 + ["seed1/full"] * 2
+    # the pairs saved for a pipeline row reproduce the evaluate stage's MECE
+    from mmboundary.evaluation.calibration import ece
+
+    s = by[("full", 0)].splits["test"]
+    assert ece(s.step_confidence, s.step_correct) == pytest.approx(s.report.mece)
+
+    # a second call recomputes nothing: every stage is complete, every baseline result is reused
+    n_pipe, n_base = len(pipe.calls), len(bcalls)
+    again = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls))
+    assert len(pipe.calls) == n_pipe and len(bcalls) == n_base
+    assert {(r.row, r.seed): r.status for r in again} == {k: v.status for k, v in by.items()}
+
+    report = build_report(root)
+    paths = write_report(report, root / "report")
+    assert (root / "report" / "report.md").exists() and any(p.name == "reliability_wo_r_ka_ood.png" for p in paths)
+    assert json.loads((root / "last_run.json").read_text())["failed"] == []
+
+
+def test_run_compare_records_a_failed_row_and_goes_on(tmp_path, no_models):
+    spec = CompareSpec(methods=["full"], ablations=["wo_r_ec"], baselines=[], seeds=[0], with_rl=True)
+    pipe = StubPipeline()
+
+    def flaky(run):
+        if run.root.name == "wo_r_ec":
+            raise RuntimeError("stub failure")
+        pipe(run)
+
+    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=flaky, baseline_runner=_stub_baselines([]))
+    status = {r.row: r.status for r in results}
+    assert status == {"wo_r_ec": "failed", "full": "ok"}
+    assert "stub failure" in load_result(result_path(tmp_path / "cmp", "wo_r_ec", 0)).reason
+    assert "stub failure" in (tmp_path / "cmp" / "compare.log").read_text()
+    # retried next time
+    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=pipe, baseline_runner=_stub_baselines([]))
+    assert {r.row: r.status for r in results} == {"wo_r_ec": "ok", "full": "ok"}
