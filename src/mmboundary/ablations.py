@@ -22,7 +22,7 @@ valid (`runs.reusable_stages`), so the shared stages are computed once.
 
 Rows the config cannot express yet are not faked: `row_availability` validates the overlay against
 the config schema and returns the reason a row cannot run (DRL: the `rl` stage always starts from
-`<run>/sft/model` and the config has no `rl.init`; SaySelf: no answer-granularity statement
+the run's `sft/model` and the config has no `rl.init`; SaySelf: no answer-granularity statement
 format or answer-level reward). A comparison reports such rows as "not available", with the reason.
 
 Overlays *set* keys: `estimate.fusion.ablate=[lnlp]` replaces a list the base config may already
@@ -111,7 +111,7 @@ _ROWS: list[Row] = [
         overrides=("rl.init=vanilla", _stages(("data", "base", "estimate", "rl", "evaluate"))), model="rl",
         needs_rl=True, description="PPO straight from the vanilla model, no SFT warm-up (method.md section 7). "
         "Needs an `rl.init` switch (sft | vanilla) that the rl stage does not have yet: it always starts "
-        "from <run>/sft/model."),
+        "from the run's sft/model."),
     Row(name="sft_only", label="MMBoundary w/o RL (SFT only)", kind="method", group="method", own_run=False,
         model="sft", paper_row="MMBoundary w/o RL (SFT only)",
         description="The full method's warm-up model (its `sft` stage), before PPO: the paper's 'w/o RL' row."),
@@ -192,7 +192,7 @@ def row_availability(name: str, config: str | Path | None = None, overrides: Seq
     except ConfigError as e:
         reason = f"the config cannot express it: {e}"
         if name == "drl":
-            reason = ("the rl stage always starts from <run>/sft/model (training/rl.py run_rl_stage) and the "
+            reason = ("the rl stage always starts from the run's sft/model (training/rl.py run_rl_stage) and the "
                       "config has no switch to start it from the vanilla model (proposed: rl.init: sft | vanilla, "
                       f"with the stages data, base, estimate, rl, evaluate); {reason}")
         return reason

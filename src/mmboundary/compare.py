@@ -900,7 +900,13 @@ def _findings(split: str, rows: list[ReportRow]) -> list[str]:
     best = ranked[0]
     full = ok.get("full")
     if full is None:
-        out.append(f"Lowest MECE: {best.label} ({best.stats['mece'].mean:.3f}); the full method has no numbers here.")
+        fr = next((r for r in rows if r.row == "full"), None)
+        why = ("it is not in this comparison" if fr is None else
+               f"it has no MECE ({fr.status.replace('_', ' ')}{': ' + fr.reason if fr.reason else ''})"
+               if fr.status != "ok" else
+               f"it has no MECE (no step with a parsed statement and a known truth; parsed share "
+               f"{_fmt(fr.parsed)})")
+        out.append(f"Lowest MECE: {best.label} ({best.stats['mece'].mean:.3f}); the full method: {why}.")
     elif best.row == "full":
         runner_up = ranked[1] if len(ranked) > 1 else None
         more = f", next {runner_up.label} ({runner_up.stats['mece'].mean:.3f})" if runner_up else ""
@@ -1091,12 +1097,17 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                 cells += [_fmt(r.parsed), f"{n}/{len(report.seeds)}"]
             else:
                 why = (r.reason or "").replace("|", "/")
+                why = why if len(why) <= 80 else why[:77].rstrip() + "... (below)"
                 cells = [f"{r.status.replace('_', ' ')}: {why}"] + [""] * (len(heads) - 1)
             lines.append(f"| {r.label} | " + " | ".join(cells + paper) + " |")
         lines += ["", "Findings:", ""] + [f"- {f}" for f in table.findings]
         partial = [r for r in table.rows if r.status == "ok" and r.reason]
         if partial:
             lines += [""] + [f"- {r.label}: some seeds have no result ({r.reason})." for r in partial]
+        without = [r for r in table.rows if r.status != "ok"]
+        if without:
+            lines += ["", "Rows without numbers:", ""] + [
+                f"- {r.label}: {r.status.replace('_', ' ')}: {r.reason or '-'}" for r in without]
         lines.append("")
         shares = [r for r in table.rows if r.status == "ok" and r.level_shares]
         if shares:
