@@ -87,6 +87,8 @@ def test_load_picks_the_newest_model_of_a_run(tiny_run, sft, tmp_path):
     plain = load(ckpt, statements=False)
     assert (plain.name, plain.statements, plain.internal_available) == ("ckpt", False, False)
     assert load(ckpt, run=tiny_run, statements=False).internal_available
+    with pytest.raises(RunError, match="not a run directory"):
+        load(ckpt, stage="sft")
     with pytest.raises(RunError, match="no such run directory or checkpoint"):
         load(tmp_path / "missing")
     with pytest.raises(RunError, match="neither a run directory"):

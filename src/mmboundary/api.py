@@ -290,6 +290,8 @@ def load(path: str | Path, *, stage: str | None = None, run: str | Path | None =
         else:
             raise RunError(f"{root}: no {stage!r} model (this run has: {', '.join(names)})")
     elif (root / "config.json").is_file():
+        if stage is not None:
+            raise RunError(f"{root}: a checkpoint folder, not a run directory: `stage` names a model of a run")
         ckpt = str(root)
         parent = root.parent
         if root.name == "model" and parent.name in _STAGE_MODELS and (parent.parent / "config.yaml").is_file():

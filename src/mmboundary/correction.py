@@ -55,7 +55,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from bisect import bisect_left, bisect_right
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal, Protocol
 
 import torch
