@@ -85,7 +85,7 @@ def test_registry_and_aliases():
 
 
 def test_unavailable_rows_say_why():
-    assert "rl.init" in row_availability("drl") and "sft/model" in row_availability("drl")
+    assert row_availability("drl") is None  # rl.init=vanilla exists
     assert "answer-level" in row_availability("sayself")
     for row in ("wo_r_ka", "wo_r_ec", "wo_r_cs", "drl"):
         assert "without the rl stage" in row_availability(row, with_rl=False) or row == "drl"
@@ -353,7 +353,8 @@ def test_run_compare_orchestration(tmp_path, no_models):
         assert os.path.samefile(full_art, fork_art)  # hard-linked, computed once
         assert by[("sft_only", seed)].source["run"] == f"runs/seed{seed}/full"
         assert by[("sft_only", seed)].source["model"] == "sft" and by[("full", seed)].source["model"] == "rl"
-        assert by[("drl", seed)].status == "unavailable" and "rl.init" in by[("drl", seed)].reason
+        assert by[("drl", seed)].status == "ok", by[("drl", seed)].reason
+        assert ran(f"seed{seed}/drl") == ["rl", "evaluate"]  # from the vanilla model: no sft needed
         assert by[("dpv", seed)].status == "not_applicable"
         assert by[("sc", seed)].status == "ok" and by[("sc", seed)].splits["test"].report.f1 == 0.7
         assert (root / "baselines" / "sc" / f"seed{seed}_test.json").exists()

@@ -21,9 +21,8 @@ valid (`runs.reusable_stages`), so the shared stages are computed once.
 | `sayself` | - (no switch: answer-level statements are not in the config) | - | SaySelf (baseline) |
 
 Rows the config cannot express yet are not faked: `row_availability` validates the overlay against
-the config schema and returns the reason a row cannot run (DRL: the `rl` stage always starts from
-the run's `sft/model` and the config has no `rl.init`; SaySelf: no answer-granularity statement
-format or answer-level reward). A comparison reports such rows as "not available", with the reason.
+the config schema and returns the reason a row cannot run (SaySelf: no answer-granularity statement
+format or answer-level reward). DRL starts the `rl` stage from the vanilla model (`rl.init=vanilla`). A comparison reports such rows as "not available", with the reason.
 
 Overlays *set* keys: `estimate.fusion.ablate=[lnlp]` replaces a list the base config may already
 have, it does not extend it.
@@ -109,9 +108,8 @@ _ROWS: list[Row] = [
                     "(method.md section 7)."),
     Row(name="drl", label="DRL (RL without warm-up)", kind="method", group="method",
         overrides=("rl.init=vanilla", _stages(("data", "base", "estimate", "rl", "evaluate"))), model="rl",
-        needs_rl=True, description="PPO straight from the vanilla model, no SFT warm-up (method.md section 7). "
-        "Needs an `rl.init` switch (sft | vanilla) that the rl stage does not have yet: it always starts "
-        "from the run's sft/model."),
+        needs_rl=True, description="PPO straight from the vanilla model, no SFT warm-up (method.md section 7): "
+        "`rl.init=vanilla`; the vanilla model never wrote a statement, so its steps start unparsed."),
     Row(name="sft_only", label="MMBoundary w/o RL (SFT only)", kind="method", group="method", own_run=False,
         model="sft", paper_row="MMBoundary w/o RL (SFT only)",
         description="The full method's warm-up model (its `sft` stage), before PPO: the paper's 'w/o RL' row."),

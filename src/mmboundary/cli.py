@@ -99,6 +99,17 @@ def fork(source: Annotated[Path, typer.Argument(help="An existing run directory.
     _guard(go)
 
 
+@app.command()
+def compare(spec: Annotated[Optional[Path], typer.Option("--spec", "-c", help="Comparison spec YAML (default: built-in = configs/compare_default.yaml).")] = None,
+            root: Annotated[Optional[Path], typer.Option("--root", "-o", help="Comparison folder (default: runs/compare-<spec name>).")] = None,
+            report_only: Annotated[bool, typer.Option("--report-only", help="Rebuild the report from saved results; run no model.")] = False,
+            set_: SetOpt = None) -> None:
+    """Methods, ablations and baselines over seeds on the test and OOD splits, and the report."""
+    from mmboundary.compare import compare_main
+
+    _guard(lambda: compare_main(spec, root, report_only, set_))
+
+
 @app.command("config")
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the fully resolved config (defaults included)."""

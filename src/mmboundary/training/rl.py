@@ -228,6 +228,9 @@ class RLConfig(_Section):
         3, gt=0, description="Stop (errors.NonFiniteError, the last checkpoint kept) after this many "
         "optimiser steps in a row were skipped for a non-finite loss or gradient norm (None: never stop).")
     save_every: int = Field(10, gt=0, description="Iterations between resumable checkpoints.")
+    init: Literal["sft", "vanilla"] = Field(
+        "sft", description="The model RL starts from and is kept near (KL): the SFT warm-up model (the method) "
+        "or the vanilla model ('vanilla': the paper's DRL baseline, RL without the warm-up).")
     train_examples: int | None = Field(None, gt=0, description="Use only the first N train questions (None: all).")
     seed: int | None = Field(None, description="Seed of question order and sampling (None: the run's seed).")
 
@@ -1193,8 +1196,8 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
 # --- the stage ----------------------------------------------------------------------------------
 
 def run_rl_stage(run) -> dict:
-    """Stage `rl`: PPO from `<run>/sft/model`; writes `<run>/rl/model` (a plain Hugging Face
-    checkpoint, LoRA merged), `<run>/rl/value_head.safetensors`, `<run>/rl/metrics.jsonl`,
+    """Stage `rl`: PPO from `<run>/sft/model` (the vanilla model with `rl.init='vanilla'`); writes
+    `<run>/rl/model` (a plain Hugging Face checkpoint, LoRA merged), `<run>/rl/value_head.safetensors`, `<run>/rl/metrics.jsonl`,
     `<run>/rl/tensorboard/`; `<run>/rl/checkpoints/` while training (resumed, removed at the end).
     The config section is `run.config.rl` (the defaults of `RLConfig` while the run config has
     none)."""
@@ -1203,15 +1206,20 @@ def run_rl_stage(run) -> dict:
 
     cfg = run.config
     rl = getattr(cfg, "rl", None) or RLConfig()
-    sft_model = run.require("sft") / "model"
+    if rl.init == "sft":
+        start_model = run.require("sft") / "model"
+    else:
+        from mmboundary.pipeline import resolve_vlm_path
+
+        start_model = resolve_vlm_path(run)
     accelerator = make_rl_accelerator(cfg.device)
     out = run.stage_dir("rl")
     if accelerator.is_main_process:
         run.begin_stage("rl", keep=("checkpoints",))
     accelerator.wait_for_everyone()
     ctx = RolloutContext.from_run(run)
-    policy = load_vlm(sft_model, cfg.model)
-    reference = None if rl.finetune == "lora" else load_vlm(sft_model, cfg.model)
+    policy = load_vlm(start_model, cfg.model)
+    reference = None if rl.finetune == "lora" else load_vlm(start_model, cfg.model)
     examples = load_split(run, "train", rl.train_examples)
     seed = rl.seed if rl.seed is not None else cfg.seed
     summary, pv = train_rl(policy, reference, examples, ctx, rl, seed=seed, accelerator=accelerator, out_dir=out)
