@@ -70,6 +70,22 @@ def generate(vlm, prompts: Sequence[tuple[str, Sequence[str] | None, Any]], *, m
     return out
 
 
+def judged_and_sampled(vlm, examples: Sequence[Example], generation, n_samples: int, temperature: float,
+                       seed: int) -> tuple[list, list]:
+    """Each example's judged chain (the run's generation config: greedy by default) and
+    `n_samples` sampled chains per example (seeded, at `temperature`), example by example in
+    order: sampled[i * n_samples:(i + 1) * n_samples] are example i's."""
+    images = load_images(examples)
+    prompts = [(ex.question, ex.choices, images[ex.id]) for ex in examples]
+    judged = generate(vlm, prompts, max_new_tokens=generation.max_new_tokens, batch_size=generation.batch_size,
+                      do_sample=generation.do_sample, temperature=generation.temperature)
+    with seeded(seed):
+        sampled = generate(vlm, [p for p in prompts for _ in range(n_samples)],
+                           max_new_tokens=generation.max_new_tokens, batch_size=generation.batch_size,
+                           do_sample=True, temperature=temperature)
+    return judged, sampled
+
+
 @contextlib.contextmanager
 def seeded(seed: int) -> Iterator[None]:
     """Run the block under `torch.manual_seed(seed)` (every device) without changing the caller's

@@ -39,7 +39,7 @@ from collections.abc import Sequence
 from pydantic import Field
 
 from mmboundary.baselines.base import BaselineResult, Cost, ExampleConfidence, ParseCounts, SamplingConfig
-from mmboundary.baselines.common import best_matches, generate, load_images, seeded
+from mmboundary.baselines.common import best_matches, judged_and_sampled
 from mmboundary.confidence.fusion import level_probability
 from mmboundary.records import Example, GeneratedChain
 
@@ -106,16 +106,7 @@ def run_multisample(vlm, examples: Sequence[Example], cfg: MultisampleConfig | N
     from mmboundary.statements.chain_format import parse_chains
 
     cfg = cfg or MultisampleConfig()
-    gen = cfg.generation
-    images = load_images(examples)
-    judged = generate(vlm, [(ex.question, ex.choices, images[ex.id]) for ex in examples],
-                      max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, do_sample=gen.do_sample,
-                      temperature=gen.temperature)
-    with seeded(cfg.seed):
-        sampled = generate(vlm, [(ex.question, ex.choices, images[ex.id]) for ex in examples
-                                 for _ in range(cfg.n_samples)],
-                           max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, do_sample=True,
-                           temperature=cfg.temperature)
+    judged, sampled = judged_and_sampled(vlm, examples, cfg.generation, cfg.n_samples, cfg.temperature, cfg.seed)
     k = cfg.n_samples
     parsed = parse_chains([o.text for o in judged] + [o.text for o in sampled], mapper)
     n = len(examples)

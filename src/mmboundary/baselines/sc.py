@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mmboundary.baselines.base import BaselineResult, Cost, ExampleConfidence, SamplingConfig
-from mmboundary.baselines.common import best_matches, generate, load_images, seeded
+from mmboundary.baselines.common import best_matches, judged_and_sampled
 from mmboundary.records import Example, GeneratedChain
 
 __all__ = ["SCConfig", "run_sc", "sc_confidences"]
@@ -71,16 +71,7 @@ def run_sc(vlm, examples: Sequence[Example], cfg: SCConfig | None = None, *, sim
     from mmboundary.generation import chain_record
 
     cfg = cfg or SCConfig()
-    gen = cfg.generation
-    images = load_images(examples)
-    judged = generate(vlm, [(ex.question, ex.choices, images[ex.id]) for ex in examples],
-                      max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, do_sample=gen.do_sample,
-                      temperature=gen.temperature)
-    with seeded(cfg.seed):
-        sampled = generate(vlm, [(ex.question, ex.choices, images[ex.id]) for ex in examples
-                                 for _ in range(cfg.n_samples)],
-                           max_new_tokens=gen.max_new_tokens, batch_size=gen.batch_size, do_sample=True,
-                           temperature=cfg.temperature)
+    judged, sampled = judged_and_sampled(vlm, examples, cfg.generation, cfg.n_samples, cfg.temperature, cfg.seed)
     k = cfg.n_samples
     chains = [chain_record(ex, o.text) for ex, o in zip(examples, judged)]
     samples = [[chain_record(ex, o.text) for o in sampled[i * k:(i + 1) * k]] for i, ex in enumerate(examples)]

@@ -38,22 +38,13 @@ def write_examples(examples: Iterable[Example], path: str | Path) -> int:
     from the `examples` iterable), the temporary file is removed and `path` is left as it was:
     no partial output is ever left behind.
     """
+    from mmboundary.io import atomic_write_text
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    n = 0
-    try:
-        with tmp.open("w", encoding="utf-8") as f:
-            for ex in examples:
-                f.write(json.dumps(example_to_json(ex, path.parent), ensure_ascii=False) + "\n")
-                n += 1
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return n
+    lines = [json.dumps(example_to_json(ex, path.parent), ensure_ascii=False) + "\n" for ex in examples]
+    atomic_write_text(path, "".join(lines))
+    return len(lines)
 
 
 # --- Reading -------------------------------------------------------------------------------------
