@@ -63,11 +63,12 @@ def test_overlay_changes_exactly_its_keys(row, keys):
         assert [w.alpha, w.beta, w.gamma].count(0.0) == 1 and [w.alpha, w.beta, w.gamma].count(1.0) == 2
 
 
-def test_full_method_adds_only_the_rl_stage():
+def test_full_method_is_the_default_and_without_rl_drops_only_the_stage():
     default = load_config()
-    assert config_diff(default, row_config("full")) == ["stages"]
+    assert config_diff(default, row_config("full")) == []  # the default runs every stage
     assert row_config("full").stages == list(STAGES)
-    assert config_diff(default, row_config("full", with_rl=False)) == []  # the default stops at SFT
+    assert config_diff(default, row_config("full", with_rl=False)) == ["stages"]
+    assert "rl" not in row_config("full", with_rl=False).stages
     # overlays go on top of the base overrides
     cfg = row_config("wo_r_ec", None, ["rl.lr=2e-5", "seed=3"])
     assert (cfg.rl.lr, cfg.seed, cfg.rl.reward.beta) == (2e-5, 3, 0.0)
@@ -96,7 +97,7 @@ def test_unavailable_rows_say_why():
 # --- the spec -----------------------------------------------------------------------------------------
 
 def test_default_spec_file_is_the_builtin_default():
-    spec = load_spec(REPO / "configs" / "compare_default.yaml")
+    spec = load_spec(REPO / "configs" / "compare" / "default.yaml")
     assert spec == CompareSpec()
     assert spec.seeds == [0, 1, 2] and spec.with_rl
     names = spec.row_names()

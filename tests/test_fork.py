@@ -21,6 +21,7 @@ def _source(tmp_path, stages=STAGES):
 
 @pytest.mark.parametrize("override, expected", [
     ("rl.lr=2e-5", ["data", "base", "estimate", "sft_data", "sft"]),
+    ("rl.lr=3e-5", list(STAGES)),  # the default value: nothing changes
     ("rl.reward.beta=0", ["data", "base", "estimate", "sft_data", "sft"]),
     ("sft.train.epochs=3", ["data", "base", "estimate", "sft_data"]),
     ("statements.kind=numeric", ["data", "base", "estimate"]),
@@ -35,9 +36,9 @@ def test_reusable_stages(override, expected):
 
 def test_fork_copies_valid_completed_stages(tmp_path):
     src = _source(tmp_path, stages=("data", "base", "estimate", "sft_data", "sft", "evaluate"))
-    run, taken = fork_run(src.root, tmp_path / "dst", ["rl.lr=3e-5"])
+    run, taken = fork_run(src.root, tmp_path / "dst", ["rl.lr=5e-5"])
     assert taken == ["data", "base", "estimate", "sft_data", "sft"]
-    assert run.config.rl.lr == 3e-5 and src.config.rl.lr != 3e-5
+    assert run.config.rl.lr == 5e-5 and src.config.rl.lr != 5e-5
     for stage in taken:
         assert run.is_complete(stage)
         assert (run.stage_dir(stage) / "artifact.txt").read_text() == stage
@@ -49,7 +50,7 @@ def test_fork_copies_valid_completed_stages(tmp_path):
 
 def test_fork_reuse_narrows_and_refuses_invalid(tmp_path):
     src = _source(tmp_path)
-    run, taken = fork_run(src.root, tmp_path / "a", ["rl.lr=3e-5"], reuse=["data", "base"])
+    run, taken = fork_run(src.root, tmp_path / "a", ["rl.lr=5e-5"], reuse=["data", "base"])
     assert taken == ["data", "base"]
     with pytest.raises(RunError, match="cannot reuse sft"):
         fork_run(src.root, tmp_path / "b", ["sft.train.epochs=2"], reuse=["data", "sft"])

@@ -213,9 +213,9 @@ def test_statement_advantage_by_hand(examples, tokenizer, ctx):
     assert torch.allclose(batch.advantages, expected, atol=1e-6)
     assert not batch.advantages[~batch.policy_mask].any()
     with pytest.raises(ValueError, match="loss_on"):
-        RLConfig(advantage="statement")
+        RLConfig(advantage="statement", loss_on="all", sampling="all")
     with pytest.raises(ValueError, match="loss_on"):
-        RLConfig(sampling="statements")
+        RLConfig(sampling="statements", loss_on="all")
 
 
 def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
@@ -250,7 +250,7 @@ def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
     assert torch.allclose(logp_a.grad[other], expected[other], atol=1e-6)
     assert stats["anchor_tokens"] == float(other.sum()) and stats["kl_anchor"] > 0
     # with loss_on="all", tokens outside the statements get gradient too
-    cfg_all = RLConfig(loss_on="all")
+    cfg_all = RLConfig(loss_on="all", sampling="all")
     mb["policy_mask"] = batch.value_mask
     logp2 = batch.old_logprobs.clone().requires_grad_(True)
     loss, _ = ppo_loss(logp2, None, None, mb, cfg_all, 0.05, float(batch.value_mask.sum()), 1.0)
@@ -278,7 +278,9 @@ def _weights(module):
 def test_one_iteration_changes_the_weights_and_lr0_does_not(examples, tokenizer, ctx, tmp_path):
     before = _weights(PolicyWithValue(tiny(tokenizer).model, ValueHead(hidden_size_of(tiny(tokenizer).model),
                                                                        1e-3, seed=0)))
-    summary, pv = _run(examples, tokenizer, ctx, RLConfig(**LOOP, lr=1e-3), out_dir=tmp_path / "a")
+    # the whole-response path: every token sampled and trained, the value loss through the trunk
+    full = dict(loss_on="all", sampling="all", value_grad_to_policy=True)
+    summary, pv = _run(examples, tokenizer, ctx, RLConfig(**LOOP, **full, lr=1e-3), out_dir=tmp_path / "a")
     after = _weights(pv)
     assert set(before) == set(after)
     changed = [k for k in before if not torch.equal(before[k], after[k])]
@@ -290,7 +292,7 @@ def test_one_iteration_changes_the_weights_and_lr0_does_not(examples, tokenizer,
         assert key in final
     lines = (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["iteration"] for x in lines] == [1]
-    _, pv0 = _run(examples, tokenizer, ctx, RLConfig(**LOOP, lr=0.0))
+    _, pv0 = _run(examples, tokenizer, ctx, RLConfig(**LOOP, **full, lr=0.0))
     for k, v in _weights(pv0).items():
         assert torch.equal(v, before[k]), k
 

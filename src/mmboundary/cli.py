@@ -100,7 +100,7 @@ def fork(source: Annotated[Path, typer.Argument(help="An existing run directory.
 
 
 @app.command()
-def compare(spec: Annotated[Optional[Path], typer.Option("--spec", "-c", help="Comparison spec YAML (default: built-in = configs/compare_default.yaml).")] = None,
+def compare(spec: Annotated[Optional[Path], typer.Option("--spec", "-c", help="Comparison spec YAML (default: built-in = configs/compare/default.yaml).")] = None,
             root: Annotated[Optional[Path], typer.Option("--root", "-o", help="Comparison folder (default: runs/compare-<spec name>).")] = None,
             report_only: Annotated[bool, typer.Option("--report-only", help="Rebuild the report from saved results; run no model.")] = False,
             set_: SetOpt = None) -> None:

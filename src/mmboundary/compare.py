@@ -1,7 +1,7 @@
 """`mmboundary compare`: the paper's comparison table (method.md sections 6-7) on one data set,
 over seeds, and a report rebuilt from saved results alone.
 
-A comparison is described by a `CompareSpec` (YAML, e.g. `configs/compare_default.yaml`): the base
+A comparison is described by a `CompareSpec` (YAML, e.g. `configs/compare/default.yaml`): the base
 run config and overrides, which pipeline rows (methods and ablations, `mmboundary.ablations`) and
 which baselines (`mmboundary.baselines`) to include, the seeds and the splits.
 
@@ -204,7 +204,7 @@ def _default_baselines() -> list[BaselineSpec]:
 
 class CompareSpec(BaseModel):
     """What a comparison runs. The defaults are the built-in default's comparison
-    (`configs/compare_default.yaml`): every pipeline row, the baselines that apply to the tiny
+    (`configs/compare/default.yaml`): every pipeline row, the baselines that apply to the tiny
     model, 3 seeds, test and OOD.
 
     - `config` / `overrides`: the base run config (None: the built-in default) and `key=value`
@@ -1228,7 +1228,7 @@ def _print_summary(report: Report) -> None:
 def compare_main(spec_path: str | Path | None, root_dir: str | Path | None, report_only: bool = False,
                  overrides: Sequence[str] | None = None) -> Report:
     """`mmboundary compare`: run the comparison of `spec_path` (None: the built-in default,
-    `CompareSpec()` = configs/compare_default.yaml) into `root_dir` (None:
+    `CompareSpec()` = configs/compare/default.yaml) into `root_dir` (None:
     `runs/compare-<spec name>`), unless `report_only`; then rebuild the report from the saved
     results into `<root_dir>/report/` and print its tables. `overrides` are appended to the
     spec's base-config overrides. Returns the report (`Report.tables[*].rows[*].seed_status`

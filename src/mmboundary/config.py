@@ -190,10 +190,8 @@ class SftConfig(_Section):
 
 STAGES = ("data", "base", "estimate", "sft_data", "sft", "rl", "evaluate")
 StageName = Literal["data", "base", "estimate", "sft_data", "sft", "rl", "evaluate"]
-#: Stages of the built-in default. `rl` is built and tested but not yet tuned on the tiny model,
-#: so it is opt-in for now: `--set 'stages=[data,base,estimate,sft_data,sft,rl,evaluate]'`, or
-#: `mmboundary rl --run-dir RUN` then `mmboundary evaluate --run-dir RUN --force`.
-DEFAULT_STAGES = ("data", "base", "estimate", "sft_data", "sft", "evaluate")
+#: Stages `mmboundary run` runs unless the config lists others: the whole method.
+DEFAULT_STAGES = STAGES
 
 
 class RunConfig(_Section):
