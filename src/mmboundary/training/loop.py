@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -237,6 +238,10 @@ def write_checkpoint(directory: Path, prefix: str, number: int, fill: Callable[[
         shutil.rmtree(tmp)
     tmp.mkdir()
     fill(tmp)
+    for f in tmp.rglob("*"):  # on disk before the rename, so a power cut cannot leave a renamed, partial checkpoint
+        if f.is_file():
+            with open(f, "rb") as handle:
+                os.fsync(handle.fileno())
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
