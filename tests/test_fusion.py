@@ -413,3 +413,37 @@ def test_score_steps_levels_use_the_answer_step_rule():
     assert [r.fused for r in prem] == pytest.approx([0.0, 0.0])
     assert prem[1].level == 1 and own[1].level == 5
     assert prem[1].confidences == own[1].confidences  # per-signal values are the step's own
+
+
+# --- calibrated levels ------------------------------------------------------------------------------
+
+def test_isotonic_fit_by_hand():
+    from mmboundary.confidence.fusion import isotonic_fit
+
+    xs, fit = isotonic_fit([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 0, 1, 1, 0, 1])
+    # blocks: [1,0] -> 0.5; [1] 1.0; [1] 1.0; [0] -> pools with [1] -> 0.5, which is < the 1.0 before
+    # it, so pools again: [1,1,0] -> 2/3; [1] 1.0. Result: .5 .5 2/3 2/3 2/3 1
+    assert xs.tolist() == [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+    assert np.allclose(fit, [0.5, 0.5, 2 / 3, 2 / 3, 2 / 3, 1.0])
+    assert np.all(np.diff(fit) >= 0)
+    # equal x are pooled before fitting
+    xs, fit = isotonic_fit([0.5, 0.5, 0.9], [0, 1, 1])
+    assert xs.tolist() == [0.5, 0.9] and np.allclose(fit, [0.5, 1.0])
+
+
+def test_calibrated_levels_cut_where_the_fit_crosses_the_level_boundaries():
+    from mmboundary.confidence.fusion import fit_levels
+
+    # fitted chance of being right: .1 at x<.3, .5 at .3<=x<.7, .85 at x>=.7 (10 steps each)
+    x = [0.1] * 10 + [0.5] * 10 + [0.8] * 10
+    y = [1] + [0] * 9 + [1] * 5 + [0] * 5 + [1] * 8 + [0] * 2  # .1, .5, .8
+    lv = fit_levels(x, kind="calibrated", correct=y)
+    assert lv.kind == "calibrated"
+    # 0.2 and 0.4 are first reached at x = .5, 0.6 and 0.8 at x = .8
+    assert lv.thresholds == (0.5, 0.5, 0.8, 0.8)
+    assert [lv.level(c) for c in (0.1, 0.5, 0.8)] == [1, 3, 5]
+    # a boundary the fit never reaches leaves its upper levels empty
+    lv = fit_levels([0.1, 0.9], kind="calibrated", correct=[0, 0])  # fit 0 everywhere
+    assert all(t > 1.0 for t in lv.thresholds) and lv.level(1.0) == 1
+    with pytest.raises(ValueError, match="correctness"):
+        fit_levels([0.1, 0.9], kind="calibrated")

@@ -216,6 +216,8 @@ def test_statement_advantage_by_hand(examples, tokenizer, ctx):
         RLConfig(advantage="statement", loss_on="all", sampling="all")
     with pytest.raises(ValueError, match="loss_on"):
         RLConfig(sampling="statements", loss_on="all")
+    # a config that only says loss_on: all (e.g. saved before `sampling` existed) samples everything
+    assert RLConfig(loss_on="all").sampling == "all" and RLConfig().sampling == "statements"
 
 
 def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):

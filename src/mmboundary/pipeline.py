@@ -190,7 +190,9 @@ def stage_estimate(run: Run) -> dict:
         per_split[split] = steps
     normalizer = fit_normalizer(per_split["train"])
     normalizer.save(out / "normalizer.json")
-    levels = fit_levels(fuse_steps(per_split["train"], normalizer, ecfg.fusion), kind=ecfg.fusion.levels)
+    levels = fit_levels(fuse_steps(per_split["train"], normalizer, ecfg.fusion), kind=ecfg.fusion.levels,
+                        correct=[bool(st.correct) for st in per_split["train"]]
+                        if ecfg.fusion.levels == "calibrated" else None)
     levels.save(out / "levels.json")
     report = {}
     for split, steps in per_split.items():

@@ -247,11 +247,13 @@ class FusionConfig(_Model):
         description="'weighted': c = sum_k w_k c_k. 'max' (the paper's max-pooling ablation): "
                     "c = 1 - max_k (1 - c_k), i.e. the smallest confidence of the signals in "
                     "use; the weight values are then ignored (only zero vs non-zero matters).")
-    levels: Literal["meanstd", "quantile"] = Field(
+    levels: Literal["meanstd", "quantile", "calibrated"] = Field(
         default="meanstd",
         description="How level thresholds are fitted (see `fit_levels`): 'meanstd' = mu -1.5s, "
                     "-0.5s, +0.5s, +1.5s (the paper); 'quantile' = equal-mass 20/40/60/80% "
-                    "quantiles.")
+                    "quantiles; 'calibrated' = where the isotonic fit of step correctness on the "
+                    "fused confidence (train split) crosses 0.2, 0.4, 0.6, 0.8, so that a level's "
+                    "steps are right about p(L) of the time.")
     ablate: list[str] = Field(
         default_factory=list,
         description="Signals removed (ablation study); the remaining weights are renormalised.")
@@ -390,7 +392,7 @@ class Levels(_Fitted):
     """
 
     _what: ClassVar[str] = "levels"
-    kind: Literal["meanstd", "quantile"]
+    kind: Literal["meanstd", "quantile", "calibrated"]
     thresholds: tuple[float, float, float, float]
     mean: float
     std: float = Field(ge=0)
@@ -412,8 +414,29 @@ class Levels(_Fitted):
 
 
 
+def isotonic_fit(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Non-decreasing least-squares fit of y on x (pool-adjacent-violators). Returns the sorted
+    distinct x values and the fitted value at each (equal x are pooled first)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float)
+    xs, inverse = np.unique(x, return_inverse=True)
+    sums = np.bincount(inverse, weights=y)
+    counts = np.bincount(inverse).astype(float)
+    blocks: list[list[float]] = []  # [sum, count, number of distinct x]
+    for s_, c_ in zip(sums, counts):
+        blocks.append([s_, c_, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s2, c2, n2 = blocks.pop()
+            blocks[-1][0] += s2
+            blocks[-1][1] += c2
+            blocks[-1][2] += n2
+    fitted = np.concatenate([np.full(int(n), s_ / c_) for s_, c_, n in blocks])
+    return xs, fitted
+
+
 def fit_levels(fused_values: Sequence[float] | np.ndarray,
-               kind: Literal["meanstd", "quantile"] = "meanstd") -> Levels:
+               kind: Literal["meanstd", "quantile", "calibrated"] = "meanstd",
+               correct: Sequence[bool] | np.ndarray | None = None) -> Levels:
     """Fit level thresholds on the fused confidences of a corpus (method.md section 2).
 
     - 'meanstd' (the paper): mean mu and standard deviation s (**[choice]** population std,
@@ -421,12 +444,17 @@ def fit_levels(fused_values: Sequence[float] | np.ndarray,
       normal-looking distribution the levels hold about 7/24/38/24/7% of the steps.
     - 'quantile' (**[choice]** option): the 20/40/60/80% quantiles (numpy's linear
       interpolation), so each level holds about a fifth of the corpus.
+    - 'calibrated' (this project's option): `correct` gives each step's correctness; the
+      isotonic fit of correctness on the fused confidence (`isotonic_fit`) is cut where it first
+      reaches 0.2, 0.4, 0.6, 0.8, the boundaries between the levels' probabilities p(L), so that
+      on the fitted corpus a step's level is the one whose p(L) is nearest its estimated chance
+      of being right. A boundary the fit never reaches is put above 1 (that level stays empty).
 
     The values must be finite, in [0, 1], at least two, and not all equal (levels of a
     constant corpus would be meaningless).
     """
-    if kind not in ("meanstd", "quantile"):
-        raise ValueError(f"fit_levels: unknown kind {kind!r} (expected 'meanstd' or 'quantile')")
+    if kind not in ("meanstd", "quantile", "calibrated"):
+        raise ValueError(f"fit_levels: unknown kind {kind!r} (expected 'meanstd', 'quantile' or 'calibrated')")
     v = np.asarray(fused_values, dtype=float)
     if v.ndim != 1:
         raise ValueError(f"fit_levels: expected a 1-D sequence, got shape {v.shape}")
@@ -441,7 +469,14 @@ def fit_levels(fused_values: Sequence[float] | np.ndarray,
         raise ValueError(f"fit_levels: all {v.shape[0]} fused confidences equal {v[0]}; levels "
                          f"cannot be fitted on a constant corpus")
     mu, s = float(np.mean(v)), float(np.std(v))
-    if kind == "meanstd":
+    if kind == "calibrated":
+        if correct is None or len(correct) != v.shape[0]:
+            raise ValueError("fit_levels: 'calibrated' needs one correctness per fused confidence")
+        xs, fitted = isotonic_fit(v, np.asarray(correct, dtype=float))
+        above = np.nextafter(1.0, 2.0)  # a level no step reaches: above every confidence in [0, 1]
+        t = tuple(float(xs[np.argmax(fitted >= p)]) if bool((fitted >= p).any()) else float(above)
+                  for p in (0.2, 0.4, 0.6, 0.8))
+    elif kind == "meanstd":
         t = (mu - 1.5 * s, mu - 0.5 * s, mu + 0.5 * s, mu + 1.5 * s)
     else:
         t = tuple(float(x) for x in np.quantile(v, [0.2, 0.4, 0.6, 0.8]))

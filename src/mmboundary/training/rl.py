@@ -247,6 +247,8 @@ class RLConfig(_Section):
         if self.advantage == "statement" and self.loss_on != "statements":
             raise ValueError("advantage 'statement' gives advantages to statement tokens only: set "
                              "loss_on: statements")
+        if "sampling" not in self.model_fields_set and self.loss_on == "all":
+            object.__setattr__(self, "sampling", "all")  # whole-response PPO samples whole responses
         if self.sampling == "statements" and self.loss_on != "statements":
             raise ValueError("sampling 'statements' decodes the reasoning greedily, so its tokens are not "
                              "the policy's samples: set loss_on: statements")
