@@ -869,24 +869,22 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
                                                  temperature=cfg.temperature)
             loss, stats = ppo_loss(logp, vals, ent, mb, cfg, batch.kl_coef, max(g_p, 1.0), max(g_v, 1.0), world,
                                    max(g_a, 1.0))
-            bad = _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]
-            if bad:
-                skipped += 1
-                in_a_row += 1
-                log.warning("rl: non-finite loss in a minibatch, step skipped")
-                optimizer.zero_grad(set_to_none=True)
-                _check_in_a_row(in_a_row, cfg)
-                continue
-            if accelerator is not None:
-                accelerator.backward(loss)
-                norm = accelerator.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
+            fault = None
+            if _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]:
+                fault = "loss"
             else:
-                loss.backward()
-                norm = torch.nn.utils.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
-            if not bool(torch.isfinite(torch.as_tensor(norm)).all()):  # all-reduced: the same on every process
+                if accelerator is not None:
+                    accelerator.backward(loss)
+                    norm = accelerator.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
+                else:
+                    loss.backward()
+                    norm = torch.nn.utils.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
+                if not bool(torch.isfinite(torch.as_tensor(norm)).all()):  # all-reduced: the same on every process
+                    fault = "gradient norm"
+            if fault is not None:
                 skipped += 1
                 in_a_row += 1
-                log.warning("rl: non-finite gradient norm in a minibatch, step skipped")
+                log.warning("rl: non-finite %s in a minibatch, step skipped", fault)
                 optimizer.zero_grad(set_to_none=True)
                 _check_in_a_row(in_a_row, cfg)
                 continue
