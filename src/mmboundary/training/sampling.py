@@ -18,6 +18,8 @@ so PPO's ratios on them are exact.
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 __all__ = ["StatementSampling", "token_flags"]
@@ -25,20 +27,24 @@ __all__ = ["StatementSampling", "token_flags"]
 _SENTENCE_END = (".", "!", "?", "\n")
 
 
-_FLAGS: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+# per tokenizer (weakly: a tokenizer that is freed takes its entry, so a new one never reads it)
+_FLAGS: "weakref.WeakKeyDictionary[object, dict[int, tuple[torch.Tensor, torch.Tensor]]]" = weakref.WeakKeyDictionary()
 
 
 def token_flags(tokenizer, vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Per token id: (contains a comma, ends a sentence), from each token's decoded text
     (computed once per tokenizer)."""
-    key = (id(tokenizer), vocab_size)
-    if key in _FLAGS:
-        return _FLAGS[key]
+    try:
+        cached = _FLAGS.setdefault(tokenizer, {})
+    except TypeError:  # an object that cannot be weakly referenced: no cache
+        cached = {}
+    if vocab_size in cached:
+        return cached[vocab_size]
     texts = tokenizer.batch_decode([[i] for i in range(vocab_size)], skip_special_tokens=False,
                                    clean_up_tokenization_spaces=False)
     comma = torch.tensor([("," in t) for t in texts], dtype=torch.bool)
     end = torch.tensor([any(e in t for e in _SENTENCE_END) for t in texts], dtype=torch.bool)
-    _FLAGS[key] = (comma, end)
+    cached[vocab_size] = (comma, end)
     return comma, end
 
 
