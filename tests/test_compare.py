@@ -17,6 +17,7 @@ from mmboundary.ablations import ABLATIONS, METHODS, ROWS, full_overrides, resol
 from mmboundary.compare import (
     BaselineSpec,
     CompareSpec,
+    CorrectionSpec,
     build_report,
     load_result,
     load_spec,
@@ -101,7 +102,7 @@ def test_default_spec_file_is_the_builtin_default():
     assert spec == CompareSpec()
     assert spec.seeds == [0, 1, 2] and spec.with_rl
     names = spec.row_names()
-    assert names[0] == "vanilla" and names[-1] == "full"
+    assert names[0] == "vanilla" and names[-3:] == ["full", "self-correct-vanilla", "self-correct-rl"]
     assert "dpv" not in names and "dps" not in names  # they do not apply to the tiny model
 
 
@@ -331,14 +332,50 @@ def _stub_baselines(calls):
     return factory
 
 
+def _stub_corrections(calls):
+    """Self-correction stub: the chains of `_chains(6, seed + 1)` with their own levels."""
+    from mmboundary.compare import CorrectionOutcome
+    from mmboundary.evaluation.expressed import chain_levels
+
+    def factory(run, seed):
+        def go(spec, split):
+            calls.append((spec.row_name, seed, split))
+            chains = _chains(6, seed + 1)
+            return CorrectionOutcome(chains=chains, levels=[chain_levels(c) for c in chains],
+                                     compute={"extra_token_ratio": 1.5, "replaced_steps_per_question": 0.5}, f1=0.6)
+        return go
+    return factory
+
+
 def test_run_compare_orchestration(tmp_path, no_models):
     spec = CompareSpec(methods=["vanilla", "drl", "sft_only", "full"], ablations=["wo_lnlp", "wo_r_ka"],
-                       baselines=[BaselineSpec(method="sc"), BaselineSpec(method="dpv")], seeds=[0, 1])
+                       baselines=[BaselineSpec(method="sc"), BaselineSpec(method="dpv")],
+                       corrections=[CorrectionSpec(model="vanilla"), CorrectionSpec(model="rl", config={"budget": 4})],
+                       seeds=[0, 1])
     root = tmp_path / "cmp"
-    pipe, bcalls = StubPipeline(), []
-    results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls))
+    pipe, bcalls, ccalls = StubPipeline(), [], []
+    results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls),
+                          correction_runner=_stub_corrections(ccalls))
     by = {(r.row, r.seed): r for r in results}
-    assert len(by) == len(results) == 8 * 2
+    assert len(by) == len(results) == 10 * 2
+    assert sorted(ccalls) == sorted((row, seed, split) for row in ("self-correct-vanilla", "self-correct-rl")
+                                    for seed in (0, 1) for split in ("test", "ood"))
+    # a self-correction row: the corrected chains' report, and the same model's greedy numbers
+    # (the evaluate stage's metrics) beside it, with the accuracy change
+    full_metrics = json.loads((root / "runs" / "seed1" / "full" / "evaluate" / "metrics.json").read_text())
+    for row, model, kind in (("self-correct-vanilla", "vanilla", "internal"), ("self-correct-rl", "rl", "expressed")):
+        r = by[(row, 1)]
+        assert r.status == "ok" and r.kind == "correction" and r.source["model"] == model, r.reason
+        sp = r.splits["ood"]
+        # _chains(6, 2): answers of examples 0, 2, 4 are right -> accuracy 3/6
+        assert sp.report.accuracy == pytest.approx(0.5) and sp.report.f1 == 0.6
+        without = full_metrics["ood"][model][kind]["accuracy"]
+        assert sp.extra["without"]["accuracy"] == pytest.approx(without)
+        assert sp.extra["accuracy_gain"] == pytest.approx(0.5 - without)
+        assert sp.extra["compute"]["extra_token_ratio"] == 1.5
+    assert by[("self-correct-rl", 0)].source["correction"]["budget"] == 4
+    assert by[("self-correct-rl", 0)].source["correction"]["seed"] == 0  # the comparison seed
+    assert by[("self-correct-vanilla", 1)].source["correction"]["seed"] == 1
 
     for seed in (0, 1):
         ran = lambda run: [s for r, s in pipe.calls if r == run]  # noqa: E731
@@ -370,14 +407,20 @@ def test_run_compare_orchestration(tmp_path, no_models):
     assert ece(s.step_confidence, s.step_correct) == pytest.approx(s.report.mece)
 
     # a second call recomputes nothing: every stage is complete, every baseline result is reused
-    n_pipe, n_base = len(pipe.calls), len(bcalls)
-    again = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls))
-    assert len(pipe.calls) == n_pipe and len(bcalls) == n_base
+    n_pipe, n_base, n_corr = len(pipe.calls), len(bcalls), len(ccalls)
+    again = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls),
+                        correction_runner=_stub_corrections(ccalls))
+    assert len(pipe.calls) == n_pipe and len(bcalls) == n_base and len(ccalls) == n_corr
     assert {(r.row, r.seed): r.status for r in again} == {k: v.status for k, v in by.items()}
 
     report = build_report(root)
     paths = write_report(report, root / "report")
     assert (root / "report" / "report.md").exists() and any(p.name == "reliability_wo_r_ka_ood.png" for p in paths)
+    row = next(r for t in report.tables if t.split == "ood" for r in t.rows if r.row == "self-correct-vanilla")
+    gains = [by[("self-correct-vanilla", s)].splits["ood"].extra["accuracy_gain"] for s in (0, 1)]
+    assert row.correction["acc_gain"].mean == pytest.approx(sum(gains) / 2)
+    md = (root / "report" / "report.md").read_text()
+    assert "## Self-correction" in md and f"{100 * row.correction['acc_gain'].mean:.1f} pts" in md
     assert json.loads((root / "last_run.json").read_text())["failed"] == []
 
 
@@ -390,11 +433,29 @@ def test_run_compare_records_a_failed_row_and_goes_on(tmp_path, no_models):
             raise RuntimeError("stub failure")
         pipe(run)
 
-    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=flaky, baseline_runner=_stub_baselines([]))
+    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=flaky, baseline_runner=_stub_baselines([]),
+                          correction_runner=_stub_corrections([]))
     status = {r.row: r.status for r in results}
-    assert status == {"wo_r_ec": "failed", "full": "ok"}
+    assert status == {"wo_r_ec": "failed", "full": "ok", "self-correct-vanilla": "ok", "self-correct-rl": "ok"}
     assert "stub failure" in load_result(result_path(tmp_path / "cmp", "wo_r_ec", 0)).reason
     assert "stub failure" in (tmp_path / "cmp" / "compare.log").read_text()
     # retried next time
-    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=pipe, baseline_runner=_stub_baselines([]))
-    assert {r.row: r.status for r in results} == {"wo_r_ec": "ok", "full": "ok"}
+    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=pipe, baseline_runner=_stub_baselines([]),
+                          correction_runner=_stub_corrections([]))
+    assert {r.row: r.status for r in results} == {"wo_r_ec": "ok", "full": "ok", "self-correct-vanilla": "ok",
+                                                  "self-correct-rl": "ok"}
+
+
+def test_self_correction_rows_spec(tmp_path, no_models):
+    with pytest.raises(ValueError, match="threshold"):
+        CorrectionSpec(model="sft", config={"threshold": 9})
+    with pytest.raises(ValueError, match="clash"):
+        CompareSpec(corrections=[CorrectionSpec(model="sft"), CorrectionSpec(model="sft")])
+    # without the rl stage, a row on the RL model is unavailable (and says why); the others run
+    spec = CompareSpec(methods=["sft_only"], ablations=[], baselines=[], seeds=[0], with_rl=False,
+                       corrections=[CorrectionSpec(model="sft"), CorrectionSpec(model="rl")])
+    results = run_compare(spec, tmp_path / "cmp", pipeline_runner=StubPipeline(),
+                          baseline_runner=_stub_baselines([]), correction_runner=_stub_corrections([]))
+    status = {r.row: (r.status, r.reason) for r in results}
+    assert status["self-correct-sft"][0] == "ok"
+    assert status["self-correct-rl"] == ("unavailable", "the comparison has no rl stage (with_rl: false)")

@@ -18,7 +18,9 @@ which baselines (`mmboundary.baselines`) to include, the seeds and the splits.
 4. runs the baselines on the seed's models (the full run's vanilla model, or its SFT model for
    Multisample), saving each raw `BaselineResult`; the `internal` readouts are computed from the
    estimate stage's saved chains and signals when they cover the split (no model is run);
-5. saves one `RowResult` JSON per row and seed (`results/<row>/seed<s>.json`).
+5. runs the self-correction rows (`CorrectionSpec`: `mmboundary.correction` on the seed's vanilla,
+   SFT or RL model), with the same model's greedy numbers from the evaluate stage beside them;
+6. saves one `RowResult` JSON per row and seed (`results/<row>/seed<s>.json`).
 
 A row that fails is saved as `status: failed` with the error (traceback in `compare.log`) and
 the comparison goes on; it is retried by the next `run_compare`. Rows the config cannot express
@@ -202,6 +204,56 @@ def _default_baselines() -> list[BaselineSpec]:
     ]
 
 
+class CorrectionSpec(BaseModel):
+    """One self-correction row (`mmboundary.correction`, this project's design): the seed's
+    `model` ("vanilla", "sft" or "rl") answers every question of the split with
+    confidence-guided self-correction (`config`: `CorrectionConfig` fields; default its
+    defaults, sampling seed = the comparison seed). The row's columns are those of the
+    corrected chains (internal levels for the vanilla model, expressed levels otherwise, as the
+    model's own row); `extra` holds the same model's numbers without it (its greedy chains, from
+    the evaluate stage), the accuracy change and the extra compute (`CorrectionRun.compute_summary`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: Literal["vanilla", "sft", "rl"] = "vanilla"
+    name: str | None = Field(None, description="Row name (default: self-correct-<model>).")
+    label: str | None = Field(None, description="Row label in the report (default: from the model).")
+    config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "CorrectionSpec":
+        from mmboundary.correction import CorrectionConfig
+
+        try:
+            CorrectionConfig.model_validate(self.config)
+        except ValidationError as e:
+            problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in e.errors())
+            raise ValueError(f"self-correction config: {problems}") from None
+        if self.name is not None and not _NAME.match(self.name):
+            raise ValueError(f"self-correction row name {self.name!r}: lower-case letters, digits, '_', '-', '.' only")
+        return self
+
+    @property
+    def row_name(self) -> str:
+        return self.name or f"self-correct-{self.model}"
+
+    @property
+    def row_label(self) -> str:
+        return self.label or {"vanilla": "Self-correction, vanilla model (internal levels)",
+                              "sft": "Self-correction, SFT-only model", "rl": "Self-correction, full method"}[self.model]
+
+    def resolved_config(self, seed: int):
+        """The checked `CorrectionConfig` for a seed (its sampling seed is the comparison seed
+        unless `config` sets one)."""
+        from mmboundary.correction import CorrectionConfig
+
+        return CorrectionConfig.model_validate({"seed": seed, **self.config})
+
+
+def _default_corrections() -> list[CorrectionSpec]:
+    return [CorrectionSpec(model="vanilla"), CorrectionSpec(model="rl")]
+
+
 class CompareSpec(BaseModel):
     """What a comparison runs. The defaults are the built-in default's comparison
     (`configs/compare/default.yaml`): every pipeline row, the baselines that apply to the tiny
@@ -214,6 +266,8 @@ class CompareSpec(BaseModel):
       method stops at SFT and the rows that need RL are reported unavailable.
     - `methods`, `ablations`: pipeline rows (names or aliases of `ablations.ROWS`).
     - `baselines`: `BaselineSpec`s.
+    - `corrections`: `CorrectionSpec`s, self-correction rows (default: the vanilla model and the
+      full method's model; a row on "rl" is unavailable without the rl stage).
     - `seeds`: run seeds (`seed=<s>`: the training seeds; the built-in benchmark's data come from
       `data.benchmark.seed` and stay the same).
     - `splits`: the evaluated splits reported.
@@ -230,6 +284,7 @@ class CompareSpec(BaseModel):
         "wo_lnlp", "wo_mte", "wo_token_sar", "wo_clip_score", "max_pooling", "wo_mapping",
         "wo_r_ka", "wo_r_ec", "wo_r_cs"])
     baselines: list[BaselineSpec] = Field(default_factory=_default_baselines)
+    corrections: list[CorrectionSpec] = Field(default_factory=_default_corrections)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
     splits: list[Literal["test", "ood"]] = Field(default_factory=lambda: ["test", "ood"], min_length=1)
 
@@ -271,20 +326,21 @@ class CompareSpec(BaseModel):
 
     @model_validator(mode="after")
     def _unique_rows(self) -> "CompareSpec":
-        names = [b.row_name for b in self.baselines]
+        names = [b.row_name for b in self.baselines] + [c.row_name for c in self.corrections]
         clash = sorted({n for n in names if names.count(n) > 1} | (set(names) & set(ROWS)))
         if clash:
             raise ValueError(f"baseline row name(s) {clash} clash with another row; give them a `name`")
         return self
 
-    def rows(self) -> list[tuple[str, Row | BaselineSpec]]:
+    def rows(self) -> list[tuple[str, Row | BaselineSpec | CorrectionSpec]]:
         """The rows in report order: the vanilla reference, the baselines, the methods, the
-        ablations, the full method last. Each as ("pipeline", Row) or ("baseline", BaselineSpec)."""
+        ablations, the full method, the self-correction rows last. Each as ("pipeline", Row),
+        ("baseline", BaselineSpec) or ("correction", CorrectionSpec)."""
         chosen = set(self.methods) | set(self.ablations)
         pipeline = [ROWS[n] for n in ROWS if n in chosen]
         head = [("pipeline", r) for r in pipeline if r.kind == "reference"]
         rest = [("pipeline", r) for r in pipeline if r.kind != "reference"]
-        return head + [("baseline", b) for b in self.baselines] + rest
+        return head + [("baseline", b) for b in self.baselines] + rest + [("correction", c) for c in self.corrections]
 
     def row_names(self) -> list[str]:
         return [r.name if kind == "pipeline" else r.row_name for kind, r in self.rows()]
@@ -353,7 +409,7 @@ class RowResult(BaseModel):
     format: Literal["mmboundary.compare.row/1"] = RESULT_FORMAT
     row: str
     label: str
-    kind: Literal["reference", "method", "ablation", "baseline"]
+    kind: Literal["reference", "method", "ablation", "baseline", "correction"]
     seed: int
     status: Literal["ok", "not_applicable", "unavailable", "failed"]
     reason: str | None = None
@@ -588,6 +644,80 @@ class _RunBaselines:
         return result, f1, note
 
 
+# --- self-correction on a seed's models -----------------------------------------------------------
+
+class CorrectionOutcome(BaseModel):
+    """What a self-correction row computes on one split: the corrected chains' report, the pairs
+    behind it, the F1 of the corrected chains, and the extra compute (`CorrectionRun.compute_summary`)."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    chains: list[Any]
+    levels: list[list[int | None]]
+    compute: dict[str, Any]
+    f1: float | None = None
+
+
+CorrectionRunner = Callable[[CorrectionSpec, str], CorrectionOutcome]
+
+
+class _RunCorrections:
+    """Self-correction on one run's models (`api.load(run, stage=model)`: the run's normaliser,
+    fusion, levels and statement mapper), each model loaded once. Called with (CorrectionSpec,
+    split)."""
+
+    def __init__(self, run, seed: int):
+        self.run = run
+        self.seed = seed
+        self._models: dict[str, Any] = {}
+        self._matcher = None
+
+    def __call__(self, spec: CorrectionSpec, split: str) -> CorrectionOutcome:
+        from mmboundary.api import load
+        from mmboundary.confidence.similarity import SentenceSimilarity
+        from mmboundary.pipeline import chains_f1, load_split
+
+        cfg = self.run.config
+        if spec.model not in self._models:
+            self._models[spec.model] = load(self.run.root, stage=spec.model)
+        model = self._models[spec.model]
+        if spec.model == "vanilla" and not model.internal_available:
+            raise RunError(f"{self.run.root}: no internal levels for the vanilla model (estimate stage incomplete)")
+        examples = load_split(self.run, split, cfg.evaluate.limit)
+        crun = model.correct_examples(examples, spec.resolved_config(self.seed),
+                                      description=f"{spec.row_name} {split}")
+        levels = crun.internal_levels if spec.model == "vanilla" else crun.expressed_levels
+        if self._matcher is None:
+            self._matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind)
+        f1 = chains_f1(crun.chains, examples, self._matcher, cfg.evaluate.match_threshold)
+        return CorrectionOutcome(chains=crun.chains, levels=levels, compute=crun.compute_summary(), f1=f1)
+
+
+def _greedy_numbers(run, model: str, split: str) -> dict[str, float | None]:
+    """The model's own numbers on `split` without self-correction: its greedy chains as the
+    evaluate stage judged them (internal levels for the vanilla model, expressed otherwise)."""
+    ev = run.require("evaluate")
+    m = json.loads((ev / "metrics.json").read_text("utf-8")).get(split, {}).get(model)
+    if m is None:
+        raise RunError(f"{ev}/metrics.json has no {model!r} model on {split!r}")
+    rep = m.get("internal" if model == "vanilla" else "expressed")
+    if rep is None:
+        raise RunError(f"{ev}/metrics.json: no {'internal' if model == 'vanilla' else 'expressed'} report "
+                       f"of {model!r} on {split!r}")
+    return {"accuracy": rep.get("accuracy"), "mece": rep.get("mece"), "ece": rep.get("ece"), "auroc": rep.get("auroc")}
+
+
+def _correction_split(outcome: CorrectionOutcome, without: dict[str, float | None]) -> SplitResult:
+    """A self-correction row's split: the corrected chains' report and pairs, with the model's
+    numbers without it and the change in accuracy (`extra`)."""
+    from mmboundary.evaluation.expressed import confidence_report
+
+    report = confidence_report(outcome.chains, outcome.levels, f1=outcome.f1)
+    gain = None if without.get("accuracy") is None else report.accuracy - without["accuracy"]
+    extra = {"without": without, "accuracy_gain": gain, "compute": outcome.compute}
+    return SplitResult(report=report, **_level_pairs(outcome.chains, outcome.levels), extra=extra)
+
+
 # --- the orchestration ---------------------------------------------------------------------------
 
 def _default_pipeline(run) -> None:
@@ -646,13 +776,16 @@ class _Display:
 
 def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 pipeline_runner: Callable[[Any], None] | None = None,
-                baseline_runner: Callable[[Any, int], BaselineRun] | None = None) -> list[RowResult]:
+                baseline_runner: Callable[[Any, int], BaselineRun] | None = None,
+                correction_runner: Callable[[Any, int], CorrectionRunner] | None = None) -> list[RowResult]:
     """Run a comparison into `root_dir` (see the module docstring) and return the rows' results.
 
     `pipeline_runner(run)` runs a run's missing stages (default `pipeline.run_pipeline`);
     `baseline_runner(run, seed)` returns a callable (BaselineSpec, split) -> (BaselineResult, F1,
-    note) for the full run of a seed (default: the real baselines on its models). Both are
-    parameters so the orchestration can be tested with stubs."""
+    note) for the full run of a seed (default: the real baselines on its models);
+    `correction_runner(run, seed)` a callable (CorrectionSpec, split) -> CorrectionOutcome
+    (default: self-correction on its models). They are parameters so the orchestration can be
+    tested with stubs."""
     from mmboundary.config import config_diff, dump_config
     from mmboundary.runs import Run, fork_run
 
@@ -660,6 +793,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
     root.mkdir(parents=True, exist_ok=True)
     pipeline_runner = pipeline_runner or _default_pipeline
     baseline_runner = baseline_runner or _RunBaselines
+    correction_runner = correction_runner or _RunCorrections
     atomic_write_text(root / "spec.json", spec.model_dump_json(indent=1) + "\n")
     handler = logging.FileHandler(root / "compare.log", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
@@ -803,6 +937,51 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     except Exception as e:  # noqa: BLE001
                         finish(failed(b.row_name, b.row_label, "baseline", seed, e, t0))
                 del runner
+                # 5. self-correction on the seed's models
+                crunner = None
+                for kind, item in rows:
+                    if kind != "correction":
+                        continue
+                    c: CorrectionSpec = item
+                    display.start(c.row_name, seed)
+                    t0 = time.time()
+                    common = dict(row=c.row_name, label=c.row_label, kind="correction", seed=seed)
+                    if c.model == "rl" and not spec.with_rl:
+                        finish(RowResult(**common, status="unavailable",
+                                         reason="the comparison has no rl stage (with_rl: false)"))
+                        continue
+                    try:
+                        if full_error is not None or full_run is None:
+                            raise RunError(f"the full method's run {full_dir} failed: "
+                                           f"{type(full_error).__name__}: {full_error}")
+                        fp = _fingerprint({"correction": c.model_dump(mode="json"),
+                                           "config": c.resolved_config(seed).model_dump(mode="json"),
+                                           "run": dump_config(full_run.config), "splits": spec.splits})
+                        path = result_path(root, c.row_name, seed)
+                        if path.exists():
+                            old = load_result(path)
+                            if old.status == "ok" and old.fingerprint == fp:
+                                results.append(old)
+                                display.done(old)
+                                continue
+                        crunner = crunner or correction_runner(full_run, seed)
+                        from mmboundary.pipeline import split_names
+
+                        splits = {}
+                        for split in [s for s in spec.splits if s in split_names(full_run)]:
+                            without = _greedy_numbers(full_run, c.model, split)
+                            splits[split] = _correction_split(crunner(c, split), without)
+                        if not splits:
+                            raise RunError(f"{full_dir}: none of the splits {spec.splits} exists")
+                        finish(RowResult(**common, status="ok", splits=splits,
+                                         source={"run": str(full_dir.relative_to(root)), "model": c.model,
+                                                 "correction": c.resolved_config(seed).model_dump(mode="json")},
+                                         seconds=round(time.time() - t0, 2), fingerprint=fp,
+                                         note="chains with confidence-guided self-correction; the model's greedy "
+                                              "numbers (without) are its own row's"))
+                    except Exception as e:  # noqa: BLE001
+                        finish(failed(c.row_name, c.row_label, "correction", seed, e, t0))
+                del crunner
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -859,6 +1038,10 @@ class ReportRow(BaseModel):
     stages_reused: list[str] = Field(default_factory=list)
     stages_run: list[str] = Field(default_factory=list)
     note: str | None = None
+    correction: dict[str, Stat | None] = Field(
+        default_factory=dict, description="Self-correction rows: over seeds, the model's accuracy and MECE "
+        "without it (`acc_without`, `mece_without`), the accuracy change (`acc_gain`), the extra tokens "
+        "per greedy token (`extra_token_ratio`) and the steps replaced per question (`replaced_per_question`).")
     step_confidence: list[float] = Field(default_factory=list, exclude=True)
     step_correct: list[int] = Field(default_factory=list, exclude=True)
 
@@ -965,12 +1148,12 @@ def build_report(root_dir: str | Path) -> Report:
         order = [n for n in spec.row_names() if n in saved]
         seeds, splits = list(spec.seeds), list(spec.splits)
     else:
-        kind_order = {"reference": 0, "baseline": 1, "method": 2, "ablation": 3}
+        kind_order = {"reference": 0, "baseline": 1, "method": 2, "ablation": 3, "correction": 5}
         registry = list(ROWS)
 
         def key(name: str):
             any_r = next(iter(saved[name].values()))
-            k = 4 if name == "full" else kind_order.get(any_r.kind, 5)
+            k = 4 if name == "full" else kind_order.get(any_r.kind, 6)
             return (k, registry.index(name) if name in registry else 99, name)
 
         order = sorted(saved, key=key)
@@ -1005,6 +1188,15 @@ def build_report(root_dir: str | Path) -> Report:
                 rr.seconds = Stat.of([r.seconds for r in have])
                 first = min(have, key=lambda r: r.seed)
                 rr.stages_reused, rr.stages_run = first.stages_reused, first.stages_run
+                if rr.kind == "correction":
+                    ex = [r.splits[split].extra for r in have]
+                    rr.correction = {
+                        "acc_without": Stat.of([e.get("without", {}).get("accuracy") for e in ex]),
+                        "mece_without": Stat.of([e.get("without", {}).get("mece") for e in ex]),
+                        "acc_gain": Stat.of([e.get("accuracy_gain") for e in ex]),
+                        "extra_token_ratio": Stat.of([e.get("compute", {}).get("extra_token_ratio") for e in ex]),
+                        "replaced_per_question": Stat.of([e.get("compute", {}).get("replaced_steps_per_question")
+                                                          for e in ex])}
                 for r in sorted(have, key=lambda r: r.seed):
                     rr.step_confidence += r.splits[split].step_confidence
                     rr.step_correct += r.splits[split].step_correct
@@ -1117,6 +1309,26 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                 lines.append(f"| {r.label} | " + " | ".join(
                     f"{100 * r.level_shares[lv].mean:.0f}" if lv in r.level_shares else "-" for lv in range(1, 6)) + " |")
             lines.append("")
+    corr = [(t.split, r) for t in report.tables for r in t.rows if r.kind == "correction" and r.status == "ok"]
+    if corr:
+        lines += ["## Self-correction (this project's design; docs/using.md)", "",
+                  "The same model with and without confidence-guided self-correction (without: its greedy "
+                  "chains, its own row above). Acc: answer accuracy; MECE of the confidence the row reports "
+                  "(internal levels for the vanilla model, stated levels otherwise); extra tokens: sampled + "
+                  "regenerated tokens per greedy token.", "",
+                  "| row | split | Acc without | Acc with | change | MECE without | MECE with | "
+                  "extra tokens / greedy token | steps replaced / question |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for split, r in corr:
+            c = r.correction
+            gain = c.get("acc_gain")
+            sign = "+" if gain is not None and gain.mean > 0 else ""
+            change = "-" if gain is None else f"{sign}{100 * gain.mean:.1f} pts" + (
+                f" ± {100 * gain.std:.1f}" if gain.std is not None else "")
+            lines.append(f"| {r.label} | {split} | {_fmt(c.get('acc_without'))} | {_fmt(r.stats.get('accuracy'))} | "
+                         f"{change} | {_fmt(c.get('mece_without'))} | {_fmt(r.stats.get('mece'))} | "
+                         f"{_fmt(c.get('extra_token_ratio'))} | {_fmt(c.get('replaced_per_question'))} |")
+        lines.append("")
     first = report.tables[0] if report.tables else None
     if first:
         lines += ["## Rows and their cost", "",
