@@ -413,6 +413,30 @@ def test_run_compare_orchestration(tmp_path, no_models):
     assert len(pipe.calls) == n_pipe and len(bcalls) == n_base and len(ccalls) == n_corr
     assert {(r.row, r.seed): r.status for r in again} == {k: v.status for k, v in by.items()}
 
+    # saved results without their run directories (kept from an earlier session) are reused as
+    # they are: no run is opened, nothing is recomputed
+    import shutil
+
+    shutil.rmtree(root / "runs")
+
+    def no_pipeline(run):
+        raise AssertionError(f"{run.root}: nothing should run")
+
+    kept = run_compare(spec, root, pipeline_runner=no_pipeline, baseline_runner=_stub_baselines(bcalls),
+                       correction_runner=_stub_corrections(ccalls))
+    assert len(bcalls) == n_base and len(ccalls) == n_corr and not (root / "runs").exists()
+    assert {(r.row, r.seed): r.model_dump() for r in kept} == {k: v.model_dump() for k, v in by.items()}
+    # a changed setting of one row is recomputed (and needs the runs again: here they fail)
+    other = tmp_path / "cmp2"
+    shutil.copytree(root, other)
+    spec2 = spec.model_copy(update={"corrections": [CorrectionSpec(model="vanilla", config={"budget": 2}),
+                                                    CorrectionSpec(model="rl", config={"budget": 4})]})
+    redo = run_compare(spec2, other, pipeline_runner=no_pipeline, baseline_runner=_stub_baselines(bcalls),
+                       correction_runner=_stub_corrections(ccalls))
+    st = {(r.row, r.seed): r.status for r in redo}
+    assert st[("self-correct-vanilla", 0)] == "failed" and st[("self-correct-rl", 0)] == "ok"
+    assert st[("sft_only", 1)] == "ok" and st[("dpv", 1)] == "not_applicable"
+
     report = build_report(root)
     paths = write_report(report, root / "report")
     assert (root / "report" / "report.md").exists() and any(p.name == "reliability_wo_r_ka_ood.png" for p in paths)

@@ -774,6 +774,66 @@ class _Display:
         (self.progress.console if self.enabled else self.console).print(line, highlight=False)
 
 
+def _saved_if_current(root: Path, row: str, seed: int, fingerprint: str | None,
+                      statuses: tuple[str, ...] = ("ok",)) -> RowResult | None:
+    """The saved result of (row, seed) when its status is one of `statuses` and its fingerprint is
+    `fingerprint` (the same config and settings), else None."""
+    path = result_path(root, row, seed)
+    if fingerprint is None or not path.exists():
+        return None
+    try:
+        old = load_result(path)
+    except RunError:
+        return None
+    return old if old.status in statuses and old.fingerprint == fingerprint else None
+
+
+def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
+                      overrides: list[str]) -> tuple[dict[str, RowResult], set[str]]:
+    """Saved results of a seed that still hold, by row name: computed from the configs alone (the
+    fingerprints `run_compare` writes), so that no run directory is needed; and the rows that need
+    no run at all (unavailable in this config). A config that cannot be built reuses nothing (the
+    run then reports the error)."""
+    from mmboundary.config import config_diff, dump_config
+
+    try:
+        full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
+    except Exception:  # noqa: BLE001 - reported by the run itself
+        return {}, set()
+    free: set[str] = set()
+    full_dump = dump_config(full_cfg)
+    out: dict[str, RowResult] = {}
+    for kind, item in rows:
+        if kind == "pipeline":
+            if row_availability(item.name, spec.config, overrides, spec.with_rl):
+                free.add(item.name)
+                continue
+            try:
+                cfg = row_config(item.name, spec.config, overrides, spec.with_rl)
+            except Exception:  # noqa: BLE001
+                continue
+            run_cfg = full_cfg if not item.own_run or not config_diff(full_cfg, cfg) else cfg
+            name, fp = item.name, _fingerprint({"config": dump_config(run_cfg), "model": row_model(item, run_cfg)})
+            statuses: tuple[str, ...] = ("ok",)
+        elif kind == "baseline":
+            name, statuses = item.row_name, ("ok", "not_applicable")
+            fp = _fingerprint({"baseline": item.model_dump(mode="json"),
+                               "config": item.resolved_config(full_cfg, seed).model_dump(mode="json"),
+                               "run": full_dump, "splits": spec.splits})
+        else:
+            if item.model == "rl" and not spec.with_rl:
+                free.add(item.row_name)
+                continue
+            name, statuses = item.row_name, ("ok",)
+            fp = _fingerprint({"correction": item.model_dump(mode="json"),
+                               "config": item.resolved_config(seed).model_dump(mode="json"),
+                               "run": full_dump, "splits": spec.splits})
+        old = _saved_if_current(root, name, seed, fp, statuses)
+        if old is not None:
+            out[name] = old
+    return out, free
+
+
 def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 pipeline_runner: Callable[[Any], None] | None = None,
                 baseline_runner: Callable[[Any, int], BaselineRun] | None = None,
@@ -824,9 +884,30 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 seed_root = root / "runs" / f"seed{seed}"
                 full_dir = seed_root / "full"
                 full_run, full_cfg, full_error, full_info = None, None, None, {}
+                # 0. rows whose saved result still holds (same fingerprint) are not recomputed; when
+                # every row of the seed has one, its runs are not even opened (results kept from an
+                # earlier session, without the run directories, still count)
+                reused, free = _reusable_results(root, spec, rows, seed, overrides)
+                for res in reused.values():
+                    results.append(res)
+                    display.done(res)
+                needed = [name for name, _ in labels if name not in reused and name not in free]
+                if reused:
+                    log.info("seed %d: %d saved result(s) reused: %s", seed, len(reused), ", ".join(reused))
+                if not needed:  # the unavailable rows are recorded without a run
+                    for kind, item in rows:
+                        name = item.name if kind == "pipeline" else item.row_name
+                        if name in free:
+                            reason = (row_availability(name, spec.config, overrides, spec.with_rl) if kind == "pipeline"
+                                      else "the comparison has no rl stage (with_rl: false)")
+                            finish(RowResult(row=name, label=item.label if kind == "pipeline" else item.row_label,
+                                             kind=item.kind if kind == "pipeline" else "correction", seed=seed,
+                                             status="unavailable", reason=reason,
+                                             paper_row=item.paper_row if kind == "pipeline" else None))
+                    continue
                 # 1. the full method's run (the source of every fork of this seed)
                 t0 = time.time()
-                if "full" in display.tasks:
+                if "full" in display.tasks and "full" not in reused:
                     display.start("full", seed, "the full method's run")
                 try:
                     full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
@@ -843,6 +924,8 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     if kind != "pipeline":
                         continue
                     row: Row = item
+                    if row.name in reused:
+                        continue
                     display.start(row.name, seed)
                     t0 = time.time()
                     common = dict(row=row.name, label=row.label, kind=row.kind, seed=seed, paper_row=row.paper_row)
@@ -895,6 +978,8 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     if kind != "baseline":
                         continue
                     b: BaselineSpec = item
+                    if b.row_name in reused:
+                        continue
                     display.start(b.row_name, seed)
                     t0 = time.time()
                     common = dict(row=b.row_name, label=b.row_label, kind="baseline", seed=seed)
@@ -943,6 +1028,8 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     if kind != "correction":
                         continue
                     c: CorrectionSpec = item
+                    if c.row_name in reused:
+                        continue
                     display.start(c.row_name, seed)
                     t0 = time.time()
                     common = dict(row=c.row_name, label=c.row_label, kind="correction", seed=seed)
