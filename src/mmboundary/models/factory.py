@@ -231,6 +231,41 @@ def build_smol(spec: ModelSpec | None = None, *, seed: int | None = None) -> VLM
     return vlm
 
 
+def load_processor(path_or_id: str | Path, spec: ModelSpec | None = None, *, model_type: str | None = None):
+    """The processor of a checkpoint: `AutoProcessor`, except for Qwen2-VL checkpoints where that
+    cannot be built (no torchvision for its video processor): then the image-only
+    `qwen2_vl.Qwen2VLImageProcessor`. `spec.image_max_pixels` is applied to Qwen2-VL-style image
+    processors. `model_type` (default: read from the checkpoint's config) picks the fallback."""
+    from mmboundary.models.qwen2_vl import QWEN_MODEL_TYPES, Qwen2VLImageProcessor, limit_image_pixels
+
+    spec = spec or ModelSpec()
+    if model_type is None:
+        from transformers import AutoConfig
+
+        model_type = getattr(AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code),
+                             "model_type", None)
+    try:
+        processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code)
+    except (ImportError, AttributeError) as e:
+        if model_type not in QWEN_MODEL_TYPES:
+            raise ConfigError(f"{path_or_id}: the processor cannot be built ({type(e).__name__}: {e})") from e
+        processor = Qwen2VLImageProcessor.from_pretrained(path_or_id)
+    if spec.image_max_pixels is not None:
+        ip = getattr(processor, "image_processor", None)
+        if ip is not None and hasattr(ip, "merge_size"):
+            processor.image_processor = limit_image_pixels(ip, spec.image_max_pixels)
+    return processor
+
+
+def enable_gradient_checkpointing(model) -> bool:
+    """Turn on activation recomputation for training (non-reentrant, so frozen embeddings under
+    LoRA need no `enable_input_require_grads`); returns whether the model supports it."""
+    if not getattr(model, "supports_gradient_checkpointing", False):
+        return False
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return True
+
+
 def load_vlm(path_or_id: str | Path, spec: ModelSpec | None = None) -> VLM:
     """Load a saved VLM (`VLM.save` of any kind) or a hub checkpoint through
     `AutoModelForImageTextToText` + `AutoProcessor` (safetensors only; dtype, trust_remote_code
@@ -242,7 +277,7 @@ def load_vlm(path_or_id: str | Path, spec: ModelSpec | None = None) -> VLM:
         kwargs["attn_implementation"] = spec.attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
     model.eval()
-    processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code)
+    processor = load_processor(path_or_id, spec, model_type=getattr(model.config, "model_type", None))
     kind, max_length = "pretrained", spec.max_length
     marker = Path(path_or_id) / MARKER_FILE
     if marker.is_file():

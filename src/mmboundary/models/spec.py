@@ -70,8 +70,10 @@ class ModelSpec(BaseModel):
     max_length: int = Field(
         256, gt=0,
         description="Most tokens (prompt with image tokens + response + eos) in a training sequence: "
-                    "longer responses are truncated on the right. For tiny, also the text model's "
-                    "max_position_embeddings.",
+                    "longer responses are truncated on the right, but the prompt (with its image "
+                    "tokens) never is: a prompt that does not fit is a DataError naming the example "
+                    "(checked by the data stage for checkpoints, see `models.limits`). For tiny, also "
+                    "the text model's max_position_embeddings.",
     )
 
     # --- loading ----------------------------------------------------------------------------------
@@ -85,6 +87,18 @@ class ModelSpec(BaseModel):
         None, description="Passed to from_pretrained / the configs ('sdpa', 'eager', 'flash_attention_2'); "
                           "None: the transformers default."
     )
+    gradient_checkpointing: bool = Field(
+        False, description="Recompute activations in the backward pass of the `sft` and `rl` stages "
+                           "(`gradient_checkpointing_enable(use_reentrant=False)`): less GPU memory for "
+                           "about a third more compute. **[choice]** off by default (the tiny CPU model "
+                           "needs no memory saving); the 7B configs turn it on.")
+    image_max_pixels: int | None = Field(
+        None, gt=0,
+        description="Qwen2-VL-style processors (dynamic resolution): the most pixels an image is resized "
+                    "to, which bounds its image tokens at image_max_pixels / 28^2 (e.g. 802816 -> at most "
+                    "1024 tokens). None: the checkpoint's own setting (Qwen2-VL-7B-Instruct: 12845056 "
+                    "pixels, up to 16384 tokens). Ignored by processors with a fixed token count "
+                    "(LLaVA, LLaVA-NeXT).")
 
     @model_validator(mode="after")
     def _check(self) -> ModelSpec:

@@ -26,6 +26,8 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
+from mmboundary.errors import DataError
+
 IGNORE_INDEX = -100
 MARKER_FILE = "mmboundary_model.json"
 
@@ -48,6 +50,11 @@ def question_text(question: str, choices: Sequence[str] | None) -> str:
     if choices:
         return f"{question}\nOptions: {', '.join(choices)}"
     return question
+
+
+class PromptTooLongError(DataError, ValueError):
+    """A prompt (with its image tokens, which are never cut) leaves no room for a response within
+    `max_length`. A `DataError` (and, for older callers, a `ValueError`)."""
 
 
 @dataclass
@@ -129,6 +136,7 @@ class VLM:
         *,
         padding_side: Literal["left", "right"] | None = None,
         max_length: int | None = None,
+        ids: Sequence[str] | None = None,
     ) -> BatchFeature:
         """Encode prompts (from `prompt_text`) with one image each, optionally with responses.
 
@@ -137,7 +145,9 @@ class VLM:
         mm_token_type_ids for Qwen2-VL, image_sizes for LLaVA-NeXT). With `responses`, each
         sequence is prompt + response tokens + eos, and `labels` are -100 on prompt and padding
         tokens (loss on response tokens and eos only). Responses longer than `max_length`
-        (default: `self.max_length`) minus the prompt are truncated on the right.
+        (default: `self.max_length`) minus the prompt are truncated on the right; the prompt (with
+        its image tokens) is never cut: a prompt that leaves no room for a response is a
+        `DataError` naming the example (`ids[i]` when given, else its position and question).
 
         Padding: right by default with responses (teacher forcing), left by default without
         (generation).
@@ -171,8 +181,7 @@ class VLM:
                 resp.append(self.eos_token_id)
                 if limit is not None:
                     if n_prompt >= limit:
-                        raise ValueError(f"encode: prompt {i} has {n_prompt} tokens, no room for a response "
-                                         f"within max_length={limit}")
+                        raise self._prompt_too_long(i, prompts[i], row, n_prompt, limit, ids)
                     resp = resp[: limit - n_prompt]
                 resp_t = torch.tensor(resp, dtype=torch.long)
                 for k in per_token:
@@ -205,6 +214,24 @@ class VLM:
                 v = v.to(model_dtype)
             data[k] = v
         return BatchFeature(data).to(self.device)
+
+    def image_token_id(self) -> int | None:
+        """The id of the image placeholder token the processor expands (None if unknown)."""
+        for name in ("image_token_id", "image_token_index"):
+            v = getattr(self.model.config, name, None)
+            if isinstance(v, int):
+                return v
+        return None
+
+    def _prompt_too_long(self, i: int, prompt: str, row: dict, n_prompt: int, limit: int, ids) -> Exception:
+        image_id = self.image_token_id()
+        n_image = int((row["input_ids"] == image_id).sum()) if image_id is not None else 0
+        who = (f"example {ids[i]!r}" if ids is not None
+               else f"prompt {i} of the batch ({prompt.strip()[-60:]!r})")
+        return PromptTooLongError(
+            f"{who}: the prompt takes {n_prompt} tokens ({n_image} of them image tokens), which leaves no "
+            f"room for a response within max_length={limit}; the image tokens are never cut: raise "
+            f"model.max_length or lower model.image_max_pixels", field="image")
 
     # --- generation -------------------------------------------------------------------------------
 
