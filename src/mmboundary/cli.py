@@ -171,6 +171,28 @@ def ask(question: Annotated[str, typer.Argument(help="The question about the ima
     _guard(go)
 
 
+@app.command()
+def serve(model: Annotated[Path, typer.Option("--model", "-m", help="A run directory (its newest trained "
+                                              "model) or a checkpoint folder.")],
+          host: Annotated[str, typer.Option(help="Address to bind (default loopback; another address is "
+                                            "reachable from the network, without authentication).")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+          max_upload_mb: Annotated[float, typer.Option(help="Largest image upload in MiB.")] = 8.0,
+          max_queue: Annotated[int, typer.Option(help="Requests that may wait for the model besides the one "
+                                                 "it answers; more get 503 busy.")] = 8,
+          stage: Annotated[Optional[str], typer.Option(help="Model of a run: vanilla, sft or rl (default: newest).")] = None,
+          device: Annotated[Optional[str], typer.Option(help="cpu, cuda, ... (default: the run's device).")] = None) -> None:
+    """Serve the inspector web page: ask the model about an uploaded image and see each step's
+    expressed and internal confidence; browse the run's evaluation results (docs/inspector.md)."""
+    from mmboundary.serve.server import serve as run_server
+
+    if max_upload_mb <= 0 or max_queue < 0:
+        err.print("[bold red]error:[/bold red] --max-upload-mb must be > 0 and --max-queue >= 0")
+        raise typer.Exit(2)
+    _guard(lambda: run_server(model, host=host, port=port, max_upload_mb=max_upload_mb, max_queue=max_queue,
+                              stage=stage, device=device))
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     app()
