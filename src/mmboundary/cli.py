@@ -22,22 +22,24 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="MMBoundary: teach vision-language models to state calibrated step confidence.")
 err = Console(stderr=True)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config (default: built-in).")]
+ConfigOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--config", "-c", help="YAML config (default: built-in); repeat to layer overlays, later files win "
+    "(e.g. -c configs/models/qwen2-vl-7b.yaml -c configs/data/aokvqa.yaml).")]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", "-s", help="Override: key.path=value (repeatable).")]
 RunDirOpt = Annotated[Optional[Path], typer.Option("--run-dir", "-r", help="Run directory (default: runs/<name>).")]
 
 
-def _open_run(config: Path | None, overrides: list[str] | None, run_dir: Path | None):
+def _open_run(config: list[Path] | None, overrides: list[str] | None, run_dir: Path | None):
     """Create or reopen a run. On an existing run directory without --config, overrides apply to
     its saved config (and a change to a finished run is refused, naming the keys)."""
     from mmboundary.config import load_config
     from mmboundary.runs import Run
 
-    if run_dir is not None and (run_dir / "config.yaml").exists() and config is None:
+    if run_dir is not None and (run_dir / "config.yaml").exists() and not config:
         if not overrides:
             return Run.open(run_dir)  # resume with the saved config
         return Run.open(run_dir, load_config(run_dir / "config.yaml", overrides))
-    cfg = load_config(config, overrides or [])
+    cfg = load_config(config or None, overrides or [])
     return Run.open(run_dir or Path("runs") / cfg.name, cfg)
 
 
@@ -115,7 +117,28 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the fully resolved config (defaults included)."""
     from mmboundary.config import dump_config, load_config
 
-    _guard(lambda: sys.stdout.write(dump_config(load_config(config, set_ or []))))
+    _guard(lambda: sys.stdout.write(dump_config(load_config(config or None, set_ or []))))
+
+
+@app.command("check-data")
+def check_data_command(config: ConfigOpt = None, set_: SetOpt = None,
+                       strict: Annotated[bool, typer.Option(help="Warnings (no reference chain, repeated ids) "
+                                                            "fail the check too.")] = False,
+                       prompts: Annotated[bool, typer.Option(help="With model.path: check every prompt against "
+                                                             "model.max_length.")] = True) -> None:
+    """Validate the config's dataset files before training: counts per split, every bad record and
+    missing image, records without reference chains, repeated ids. Exit code 1 on problems."""
+    from mmboundary.config import load_config
+    from mmboundary.data.check import check_data, print_report
+
+    def go():
+        cfg = load_config(config or None, set_ or [])
+        report = check_data(cfg.data, model=cfg.model if prompts else None)
+        print_report(report, Console(highlight=False), strict=strict)
+        return report.ok(strict)
+
+    if not _guard(go):
+        raise typer.Exit(1)
 
 
 @app.command()

@@ -38,7 +38,19 @@ class DataConfig(_Section):
     test: Path | None = Field(None, description="In-domain test file.")
     ood: Path | None = Field(None, description="Out-of-distribution test file (optional).")
     image_dir: Path | None = Field(None, description="Image folder for the annotated format.")
-    annotated_dataset: Literal["aokvqa", "scienceqa", "culturalvqa"] | None = None
+    annotated_dataset: Literal["aokvqa", "scienceqa", "culturalvqa"] | None = Field(
+        None, description="Annotated format: which dataset's id/answer/image rules to apply (None: detected "
+        "from the first record; ScienceQA must be named).")
+    ood_annotated_dataset: Literal["aokvqa", "scienceqa", "culturalvqa"] | None = Field(
+        None, description="Annotated format: the OOD split's dataset when it differs from train/test (the "
+        "paper: CulturalVQA out of domain); None: `annotated_dataset`.")
+    match_split: bool = Field(
+        True, description="Keep only the records whose own `split` field names the split the file is loaded "
+        "as (records without one are taken). **[choice]** True, for files that hold several splits; the "
+        "annotated data overlays set False: the authors' files hold one split each and their A-OKVQA "
+        "records say 'val' where the run uses them as 'test'.")
+    ood_image_dir: Path | None = Field(
+        None, description="Annotated format: the OOD split's image folder when it differs; None: `image_dir`.")
 
     @model_validator(mode="after")
     def _files_for_external_sources(self) -> "DataConfig":
@@ -262,29 +274,31 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (None: the built-in default), apply overrides, validate."""
-    source = str(path) if path is not None else "<default config>"
+def merge_configs(base: dict, overlay: dict) -> dict:
+    """`overlay` laid over `base` (copies): mappings are merged key by key, recursively; any other
+    value (a list, a scalar, null) of the overlay replaces the base's."""
+    import copy
+
+    out = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_configs(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path: str | Path | list[str | Path] | tuple | None = None,
+                overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (None: the built-in default), apply overrides, validate.
+
+    A list of files is layered in order with `merge_configs` (later files win), e.g. a model
+    overlay then a data overlay: `configs/models/qwen2-vl-7b.yaml`, `configs/data/aokvqa.yaml`."""
+    paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)] if path is not None else []
+    source = " + ".join(str(p) for p in paths) or "<default config>"
     data: dict = {}
-    if path is not None:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            text = p.read_text("utf-8")
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
-        except OSError as e:
-            raise ConfigError(f"{p}: cannot be read: {e.strerror or e}") from None
-        try:
-            data = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{p}: not valid YAML: {e}") from None
-        except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits, deep nesting
-            raise ConfigError(f"{p}: cannot be read as a config: {type(e).__name__}: "
-                              f"{str(e)[:200]}") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    for p in paths:
+        data = merge_configs(data, _read_config_file(p))
     if overrides:
         data = apply_overrides(data, overrides)
         source += " + overrides"
@@ -292,6 +306,28 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         return RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_format_validation_error(e, source)) from None
+
+
+def _read_config_file(p: Path) -> dict:
+    """The mapping in one YAML config file (errors name the file)."""
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        text = p.read_text("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise ConfigError(f"{p}: cannot be read: {e.strerror or e}") from None
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{p}: not valid YAML: {e}") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of thousands of digits, deep nesting
+        raise ConfigError(f"{p}: cannot be read as a config: {type(e).__name__}: "
+                          f"{str(e)[:200]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: the top level must be a mapping of keys")
+    return data
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -79,10 +79,23 @@ def stage_data(run: Run) -> dict:
             src = getattr(cfg, split)
             if src is None:
                 continue
-            examples = load_dataset_file(src, fmt=cfg.source, image_dir=cfg.image_dir, split=split,
-                                         **({"dataset": cfg.annotated_dataset} if cfg.source == "annotated" else {}))
+            ood = split == "ood"
+            image_dir = cfg.ood_image_dir if ood and cfg.ood_image_dir is not None else cfg.image_dir
+            dataset = cfg.ood_annotated_dataset if ood and cfg.ood_annotated_dataset else cfg.annotated_dataset
+            examples = load_dataset_file(src, fmt=cfg.source, image_dir=image_dir,
+                                         split=split if cfg.match_split else None,
+                                         **({"dataset": dataset} if cfg.source == "annotated" else {}))
             counts[split] = write_examples(examples, out / f"{split}.jsonl")
-    return {"source": cfg.source, "examples": counts}
+    summary = {"source": cfg.source, "examples": counts}
+    if run.config.model.path is not None:  # a checkpoint: no prompt may have its image tokens cut
+        from mmboundary.models.factory import load_processor
+        from mmboundary.models.limits import check_prompt_lengths
+
+        processor = load_processor(run.config.model.path, run.config.model)
+        summary["longest_prompt"] = max(check_prompt_lengths(
+            processor, read_examples(out / f"{split}.jsonl", check_images=False), run.config.model.max_length,
+            file=out / f"{split}.jsonl") for split in counts)
+    return summary
 
 
 def base_model_dir(run: Run) -> Path | None:
@@ -334,6 +347,10 @@ def print_signal_table(report: dict) -> None:
 
 def resolve_vlm_path(run: Run) -> str:
     """The vanilla model of a run: the base stage's, else the configured checkpoint."""
+    if cfg.model.gradient_checkpointing:
+        from mmboundary.models.factory import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(vlm.model)
     d = base_model_dir(run)
     if d is not None:
         return str(d)

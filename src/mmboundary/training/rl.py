@@ -1227,6 +1227,10 @@ def run_rl_stage(run) -> dict:
     accelerator.wait_for_everyone()
     ctx = RolloutContext.from_run(run)
     policy = load_vlm(start_model, cfg.model)
+    if cfg.model.gradient_checkpointing:  # activations recomputed in the PPO updates
+        from mmboundary.models.factory import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(policy.model)
     reference = None if rl.finetune == "lora" else load_vlm(start_model, cfg.model)
     examples = load_split(run, "train", rl.train_examples)
     seed = rl.seed if rl.seed is not None else cfg.seed
