@@ -267,24 +267,24 @@ def _chain(eid, steps, answer="2", right=True):
                                       for t, lv, c in steps))
 
 
-@pytest.fixture()
-def results_run(tmp_path):
-    """Hand-made evaluate output: sft chains with expressed levels, vanilla chains whose internal
-    levels are in estimate/steps_test.jsonl, a metrics.json."""
-    ev = tmp_path / "evaluate"
-    ev.mkdir()
+def write_results(root: Path, first_id: str = "a") -> Path:
+    """Hand-made evaluate output in `root`: sft chains with expressed levels, vanilla chains whose
+    internal levels are in estimate/steps_test.jsonl, a metrics.json. `first_id`: the id of the
+    example with the largest error (the browser test gives it one made of HTML)."""
+    ev = root / "evaluate"
+    ev.mkdir(parents=True, exist_ok=True)
     sft = [
         _chain("b", [("s1.", 3, True), ("s2.", 1, False)]),        # (|0.5-1| + |0.1-0|) / 2 = 0.3
-        _chain("a", [("s1.", 5, False)], right=False),              # |0.9-0| = 0.9
+        _chain(first_id, [("s1.", 5, False)], right=False),              # |0.9-0| = 0.9
         _chain("d", [("s1.", None, True), ("s2.", 4, None)]),       # no step with level and truth: None
         _chain("c", [("s1.", 2, True), ("s2.", None, False)]),      # |0.3-1| = 0.7
     ]
     (ev / "chains_sft_test.jsonl").write_text("".join(c.model_dump_json() + "\n" for c in sft))
-    vanilla = [_chain("a", [("v1.", None, True), ("v2.", None, True)]), _chain("b", [("v1.", None, False)])]
+    vanilla = [_chain(first_id, [("v1.", None, True), ("v2.", None, True)]), _chain("b", [("v1.", None, False)])]
     (ev / "chains_vanilla_test.jsonl").write_text("".join(c.model_dump_json() + "\n" for c in vanilla))
-    (tmp_path / "estimate").mkdir()
-    steps = [("a", 0, 5), ("a", 1, 4), ("b", 0, 5)]  # a: (0.1 + 0.3) / 2 = 0.2; b: 0.9
-    (tmp_path / "estimate" / "steps_test.jsonl").write_text(
+    (root / "estimate").mkdir(exist_ok=True)
+    steps = [(first_id, 0, 5), (first_id, 1, 4), ("b", 0, 5)]  # a: (0.1 + 0.3) / 2 = 0.2; b: 0.9
+    (root / "estimate" / "steps_test.jsonl").write_text(
         "".join(json.dumps({"example_id": e, "step_index": i, "level": lv}) + "\n" for e, i, lv in steps))
     report = {"accuracy": 0.5, "ece": 0.25, "mece": 0.125, "auroc": 0.75, "brier": 0.2, "parsed_share": 0.8,
               "level_shares": {"1": 0.2, "3": 0.8}}
@@ -292,7 +292,12 @@ def results_run(tmp_path):
         "sft": {"answer_accuracy": 0.5, "expressed": report, "f1": 0.6},
         "vanilla": {"answer_accuracy": 0.25, "internal": {**report, "ece": 0.5}, "f1": None},
         "vanilla_internal_signals": {"lnlp": {}}}}))
-    return tmp_path
+    return root
+
+
+@pytest.fixture()
+def results_run(tmp_path):
+    return write_results(tmp_path)
 
 
 def test_results_browser_sorts_examples_by_calibration_error(results_run):

@@ -96,6 +96,7 @@ function preview() {
   const img = document.getElementById("preview");
   if (img.src) URL.revokeObjectURL(img.src);
   if (file && file.type.startsWith("image/")) {
+    img.onerror = () => { img.hidden = true; };  // not decodable: the server will say why
     img.src = URL.createObjectURL(file);
     img.hidden = false;
   } else {

@@ -153,7 +153,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   fillSelect("split", summary.splits);
   fillSelect("model", summary.models);
   if (summary.splits.includes("test")) document.getElementById("split").value = "test";
-  if (summary.models.length) document.getElementById("model").value = summary.models[summary.models.length - 1];
+  // the newest trained model first: rl, else sft, else whatever there is
+  const preferred = ["rl", "sft"].find(m => summary.models.includes(m));
+  if (preferred) document.getElementById("model").value = preferred;
   for (const id of ["split", "model", "level"]) document.getElementById(id).addEventListener("change", refresh);
   document.getElementById("more").addEventListener("click", () => loadExamples(true));
   refresh();
