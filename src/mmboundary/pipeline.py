@@ -34,6 +34,7 @@ from rich.table import Table
 
 from mmboundary.config import RunConfig
 from mmboundary.data.jsonl import read_examples, write_examples
+from mmboundary.distributed import barrier, is_main_process, shard_map
 from mmboundary.errors import RunError
 from mmboundary.progress import progress_enabled
 from mmboundary.records import Example
@@ -43,9 +44,27 @@ log = logging.getLogger("mmboundary.pipeline")
 console = Console(stderr=True)
 
 
+def begin_stage_once(run: Run, stage: str, keep: tuple[str, ...] = ()) -> Path:
+    """`run.begin_stage` by the main process only, the others waiting until the folder is ready
+    (several processes under `accelerate launch`; a plain call with one)."""
+    if is_main_process():
+        run.begin_stage(stage, keep=keep)
+    barrier()
+    return run.stage_dir(stage)
+
+
 def make_accelerator(cfg: RunConfig) -> Accelerator:
-    cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
-    return Accelerator(cpu=cpu)
+    """CPU when asked or when there is no GPU (`distributed.accelerator_options`). Under DDP, parameters that get no gradient in a
+    step are allowed (`find_unused_parameters`: e.g. the vision tower's unused post-layernorm)."""
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    from mmboundary.distributed import accelerator_options
+
+    options = accelerator_options(cfg.device)  # also DeepSpeed on CPU (gloo)
+    handlers = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if "backend" in options:
+        handlers.append(InitProcessGroupKwargs(backend=options["backend"]))
+    return Accelerator(cpu=options["cpu"], kwargs_handlers=handlers)
 
 
 def split_names(run: Run) -> list[str]:
@@ -108,7 +127,7 @@ def stage_base(run: Run) -> dict:
     from mmboundary.models import load_clip, load_vlm
     from mmboundary.training.base import build_base_vlm, init_vision_from_clip, train_base_clip, train_base_vlm
 
-    out = run.begin_stage("base")
+    out = begin_stage_once(run, "base")
     summary: dict = {}
     acc = make_accelerator(cfg)
     train = load_split(run, "train", cfg.base.train_examples)
@@ -181,7 +200,7 @@ def stage_estimate(run: Run) -> dict:
     from mmboundary.generation import generate_chains
     from mmboundary.models import load_clip, load_vlm
 
-    out = run.begin_stage("estimate")
+    out = begin_stage_once(run, "estimate")
     device = make_accelerator(cfg).device
     vlm = load_vlm(resolve_vlm_path(run), cfg.model)
     vlm.model.to(device)
@@ -196,11 +215,26 @@ def stage_estimate(run: Run) -> dict:
     for split in splits:
         limit = ecfg.train_examples if split == "train" else ecfg.limit
         examples = load_split(run, split, limit)
-        chains = generate_chains(vlm, examples, cfg.generation, description=f"estimate: generate {split}")
-        write_jsonl(out / f"chains_{split}.jsonl", chains)
-        steps = estimate_signals(vlm, clip, similarity, examples, chains, batch_size=ecfg.batch_size,
-                                 signals=tuple(ecfg.signals))
-        per_split[split] = steps
+
+        def chains_and_signals(mine, split=split):
+            # under several processes: this process's slice of the examples (distributed.shard_map)
+            chains = generate_chains(vlm, mine, cfg.generation, description=f"estimate: generate {split}")
+            steps = estimate_signals(vlm, clip, similarity, mine, chains, batch_size=ecfg.batch_size,
+                                     signals=tuple(ecfg.signals))
+            by_id: dict[str, list] = {}
+            for st in steps:
+                by_id.setdefault(st.example_id, []).append(st)
+            return [(c, by_id.get(c.example_id, [])) for c in chains]
+
+        done = shard_map(chains_and_signals, examples)
+        chains = [c for c, _ in done]
+        if len({c.example_id for c in chains}) != len(chains):
+            raise RunError(f"{run.root}: the {split} split has repeated example ids")
+        if is_main_process():
+            write_jsonl(out / f"chains_{split}.jsonl", chains)
+        per_split[split] = [st for _, steps in done for st in steps]
+    if not is_main_process():  # the fits and files below are the main process's
+        return {"steps": {k: len(v) for k, v in per_split.items()}}
     normalizer = fit_normalizer(per_split["train"])
     normalizer.save(out / "normalizer.json")
     levels = fit_levels(fuse_steps(per_split["train"], normalizer, ecfg.fusion), kind=ecfg.fusion.levels,
@@ -310,9 +344,13 @@ def stage_sft(run: Run) -> dict:
 
     cfg = run.config
     ds = load_from_disk(str(run.require("sft_data") / "dataset"))
-    out = run.begin_stage("sft", keep=("checkpoints",))
+    out = begin_stage_once(run, "sft", keep=("checkpoints",))
     acc = make_accelerator(cfg)
     vlm = load_vlm(resolve_vlm_path(run), cfg.model)
+    if cfg.model.gradient_checkpointing:
+        from mmboundary.models.factory import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(vlm.model)
     records = ds.to_list()
     replay = []
     if cfg.sft.replay_share > 0:
@@ -322,7 +360,8 @@ def stage_sft(run: Run) -> dict:
         replay = caption_replay(load_split(run, "train", cfg.estimate.train_examples), n,
                                 cfg.data.benchmark.colors, cfg.seed)
     summary = train_sft(cfg, vlm, records, out, acc, replay=replay)
-    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    if acc.is_main_process:
+        shutil.rmtree(out / "checkpoints", ignore_errors=True)
     return summary
 
 
@@ -347,10 +386,6 @@ def print_signal_table(report: dict) -> None:
 
 def resolve_vlm_path(run: Run) -> str:
     """The vanilla model of a run: the base stage's, else the configured checkpoint."""
-    if cfg.model.gradient_checkpointing:
-        from mmboundary.models.factory import enable_gradient_checkpointing
-
-        enable_gradient_checkpointing(vlm.model)
     d = base_model_dir(run)
     if d is not None:
         return str(d)
@@ -407,9 +442,10 @@ def stage_evaluate(run: Run) -> dict:
     from mmboundary.generation import chain_record, expressed_chain_record, generate_texts
     from mmboundary.models import load_vlm
 
-    out = run.begin_stage("evaluate")
+    out = begin_stage_once(run, "evaluate")
     device = make_accelerator(cfg).device
-    matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind)
+    main = is_main_process()  # under several processes: generation is sharded, the rest is rank 0's
+    matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind) if main else None
     mapper = None
     loaded: dict[str, object] = {}
     results: dict[str, dict] = {}
@@ -422,12 +458,18 @@ def stage_evaluate(run: Run) -> dict:
         for name, path, expressed in evaluated_models(run):
             reuse = _reuse_estimate_chains(run, split) if name == "vanilla" else None
             if reuse is not None:
+                if not main:
+                    continue
                 chains = read_chains(reuse)
             else:
                 if name not in loaded:
                     loaded[name] = load_vlm(path, cfg.model)
                     loaded[name].model.to(device)
-                texts = generate_texts(loaded[name], examples, cfg.generation, description=f"evaluate {name} {split}")
+                # each process generates its slice; every text comes back once, in example order
+                texts = shard_map(lambda mine, name=name, split=split: generate_texts(
+                    loaded[name], mine, cfg.generation, description=f"evaluate {name} {split}"), examples)
+                if not main:
+                    continue
                 if expressed:
                     from mmboundary.statements.chain_format import parse_chains
 
@@ -450,6 +492,8 @@ def stage_evaluate(run: Run) -> dict:
                 row["internal"] = confidence_report(chains, lv, f1=f1).model_dump()
             row["f1"] = f1
             results[split][name] = row
+    if not main:
+        return {"splits": list(results), "models": [m for m, _, _ in evaluated_models(run)]}
     if run.is_complete("estimate"):
         signals = json.loads((run.stage_dir("estimate") / "signals.json").read_text("utf-8"))
         for split in results:
@@ -494,6 +538,11 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
 }
 
 
+#: Stages every process runs under `accelerate launch` (sharded training, sharded generation);
+#: the others (cheap, single-writer file work) run on the main process while the rest wait.
+DISTRIBUTED_STAGES = frozenset({"base", "estimate", "sft", "rl", "evaluate"})
+
+
 def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
     """Run one stage unless it has completed (or `force`). Returns its summary, None if skipped."""
     if run.is_complete(stage):
@@ -501,17 +550,23 @@ def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
             console.print(f"[dim]stage {stage}: complete, skipped[/dim]")
             log.info("stage %s: complete, skipped", stage)
             return None
-        (run.stage_dir(stage) / MARKER).unlink()
+        barrier()  # every process has seen the marker before it goes
+        if is_main_process():
+            (run.stage_dir(stage) / MARKER).unlink()
+        barrier()
     console.print(f"[bold cyan]stage {stage}[/bold cyan]")
     log.info("stage %s: start", stage)
     started = time.time()
-    summary = STAGE_FUNCS[stage](run)
-    from accelerate import PartialState
-
-    state = PartialState()  # under `accelerate launch`, one marker, by the main process
-    if state.is_main_process:
+    if stage in DISTRIBUTED_STAGES or is_main_process():
+        summary = STAGE_FUNCS[stage](run)
+    else:
+        summary = None  # a main-process-only stage: this process waits, then reads its summary
+    # under `accelerate launch`: one marker, by the main process; the others wait for it
+    if is_main_process():
         run.mark_complete(stage, summary, started)
-    state.wait_for_everyone()
+    barrier()
+    if summary is None:
+        summary = run.marker(stage).get("summary")
     log.info("stage %s: done in %.1fs", stage, time.time() - started)
     console.print(f"[green]stage {stage}: done in {time.time() - started:.1f}s[/green]")
     return summary

@@ -11,6 +11,11 @@ Layout of `runs/<name>/`:
 the rest. A stage that was interrupted has no marker; it is started again (its folder is
 emptied first, so no artifact of a half-finished attempt is ever mistaken for a result).
 Artifacts are written to a temporary name and renamed (`atomic_write_*`).
+
+Under several processes (`accelerate launch`), only the main process creates the directory and
+writes `config.yaml` (every process first checks the saved config, so all raise the same error or
+none, then waits until it is written); each other process logs to `logs/run.rank-<r>.log`
+instead of `run.log`, so no file is written by two processes.
 """
 
 from __future__ import annotations
@@ -44,8 +49,27 @@ class Run:
         since the finished stages were computed under the saved config. Reopening without a
         config uses the saved one.
         """
+        from mmboundary.distributed import barrier, is_distributed, is_main_process, process_state
+
         root = Path(root)
         saved_path = root / "config.yaml"
+        if is_distributed():
+            # every process decides from the same disk state (before anyone writes), so that all
+            # raise the same error or none; then the main process writes and the others wait
+            exists = saved_path.exists()
+            device = (load_config(saved_path) if exists else config or RunConfig()).device
+            process_state(device)
+            barrier()
+            if not exists and config is None:
+                raise RunError(f"{root} is not a run directory (no config.yaml)")
+            if not exists:
+                if is_main_process():
+                    root.mkdir(parents=True, exist_ok=True)
+                    atomic_write_text(saved_path, dump_config(config))
+                barrier()
+                run = cls(root, config)
+                run._setup_logging()
+                return run
         if saved_path.exists():
             saved = load_config(saved_path)
             if config is not None:
@@ -66,10 +90,14 @@ class Run:
         return run
 
     def _setup_logging(self) -> None:
+        from mmboundary.distributed import world_info
+
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         logger = logging.getLogger("mmboundary")
         logger.setLevel(logging.INFO)
-        log_file = str((self.root / "logs" / "run.log").resolve())
+        rank, world = world_info()
+        name = "run.log" if rank == 0 else f"run.rank-{rank}.log"  # one writer per file
+        log_file = str((self.root / "logs" / name).resolve())
         for h in list(logger.handlers):
             if isinstance(h, logging.FileHandler):
                 if h.baseFilename == log_file:

@@ -18,6 +18,12 @@ checkpoints on a GPU machine:
 
 Departures from a textbook setup: the "pretraining" is a few epochs on the benchmark itself,
 so the vanilla model's errors are those of an under-trained model, not of a web-scale one.
+
+Under several processes (`accelerate launch`): every process trains the same tokenizer (BPE
+training on the same corpus is deterministic) and builds the same seeded model; the VLM's
+batches are sharded over the processes with the loss weighted by response tokens (the global
+batch is `base.vlm.batch_size`), CLIP's batches are replicated (its contrastive loss needs the
+whole batch's negatives); only the main process saves the models.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from mmboundary.config import RunConfig
 from mmboundary.data.images import load_image
 from mmboundary.records import Example, StepKind
 from mmboundary.statements.pool import all_statements
-from mmboundary.training.loop import train_supervised
+from mmboundary.training.loop import response_token_count, train_supervised
 
 log = logging.getLogger("mmboundary.base")
 
@@ -120,9 +126,12 @@ def train_base_vlm(cfg: RunConfig, vlm, examples: list[Example], out_dir: Path, 
                                [images[ex.id] for ex, _, _ in batch], [r for _, _, r in batch]))
 
     summary = train_supervised(vlm.model, items, collate, cfg.base.vlm, seed=cfg.seed,
-                               accelerator=accelerator, description="base VLM")
+                               accelerator=accelerator, description="base VLM",
+                               weight_fn=response_token_count)
     vlm.model = accelerator.unwrap_model(vlm.model)
-    vlm.save(out_dir)
+    if accelerator.is_main_process:
+        vlm.save(out_dir)
+    accelerator.wait_for_everyone()
     summary["parameters"] = vlm.num_parameters()
     summary["items"] = len(items)
     return summary
@@ -148,9 +157,12 @@ def train_base_clip(cfg: RunConfig, examples: list[Example], tokenizer, out_dir:
         enc["return_loss"] = True
         return enc
 
+    # replicated, not sharded: the contrastive loss of a slice would lose the other slices' negatives
     summary = train_supervised(clip.model, pairs, collate, cfg.base.clip, seed=cfg.seed,
-                               accelerator=accelerator, description="base CLIP")
+                               accelerator=accelerator, description="base CLIP", batch_split="replicate")
     clip.model = accelerator.unwrap_model(clip.model)
-    clip.save(out_dir)
+    if accelerator.is_main_process:
+        clip.save(out_dir)
+    accelerator.wait_for_everyone()
     summary["pairs"] = len(pairs)
     return clip, summary

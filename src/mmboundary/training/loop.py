@@ -20,6 +20,31 @@ the loss curve are written to `checkpoint_dir/step-N` (through a temporary folde
 place, so a checkpoint is whole or absent), and older checkpoints are removed. Called again
 with the same arguments, training continues from the newest whole checkpoint and ends with
 the same weights as an uninterrupted run (on CPU).
+
+Several processes (`accelerate launch --multi_gpu --num_processes N`; DDP, also on CPU with
+gloo): every process draws the same batch order (the shuffling generator is seeded by `seed`
+alone), so all cut the same global batch of `batch_size` items, and `batch_split` says what
+each computes:
+
+- 'shard' (the default): process r takes its contiguous slice of the global batch
+  (`distributed.shard_range`: sizes differ by at most one). The model's loss is a mean over
+  the slice's loss terms (for a causal LM: its response tokens, counted by `weight_fn`); it is
+  rescaled by N * local terms / global terms, so that DDP's average of the gradients is the
+  gradient of the mean over the GLOBAL batch's terms: N processes with `batch_size` B compute
+  what one process computes with B (up to the summation order of the all-reduce). The logged
+  loss is that global mean.
+- 'replicate': every process computes the whole global batch (for a loss that couples the
+  items of a batch, as CLIP's contrastive loss does: a slice would lose the other slices'
+  negatives); the gradients are equal everywhere, so the result is one process's.
+
+Random generators per process: the batch order is the same on every process by design; the
+global torch generator (dropout) is reseeded per process (seed, rank) when N > 1, so that the
+processes' dropout masks differ (with one process it is left as the caller set it, so a
+one-process run is unchanged). Only the main process writes checkpoints (after which every
+process waits); the checkpoint keeps every process's generator state and is resumed by the same
+number of processes (another number resumes too, with the main process's generator state and a
+warning). With DeepSpeed or FSDP (sharded optimiser states) checkpoints are not written (a
+warning says so): `accelerator.save_state` would be needed, which this loop does not use yet.
 """
 
 from __future__ import annotations
@@ -30,12 +55,13 @@ import os
 import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 from accelerate import Accelerator
 
 from mmboundary.config import TrainConfig
+from mmboundary.distributed import shard_range
 from mmboundary.errors import NonFiniteError
 from mmboundary.progress import make_progress
 
@@ -69,6 +95,8 @@ def train_supervised(
     checkpoint_dir: Path | None = None,
     save_every: int | None = None,
     max_nonfinite_in_a_row: int | None = 3,
+    batch_split: Literal["shard", "replicate"] = "shard",
+    weight_fn: Callable[[dict[str, Any]], int | float] | None = None,
 ) -> dict[str, Any]:
     """Train `model` in place; returns a summary with the loss curve (one value per log step)
     and `skipped_nonfinite`, the number of batches skipped for a non-finite loss or gradient.
@@ -80,15 +108,35 @@ def train_supervised(
     naming the step and the newest checkpoint, which is left intact. None: never stop (every
     such batch is still skipped). **[choice]** 3: one or two bad batches are survivable noise
     (a degenerate batch, an fp16 overflow); three in a row means the weights, the data or the
-    learning rate are broken, and going on would waste the run."""
+    learning rate are broken, and going on would waste the run.
+
+    Several processes (see the module docstring): `batch_split` 'shard' (each process takes its
+    slice of the global batch) or 'replicate' (each computes the whole batch); `weight_fn(batch)`:
+    the number of terms the loss of a collated slice averages over (`response_token_count` for a
+    causal LM's token-mean loss; None: the number of items, for a per-item mean), used to weight
+    the slices so that the result is the global batch's mean."""
     if not items:
         raise ValueError(f"{description}: no training items")
+    if batch_split not in ("shard", "replicate"):
+        raise ValueError(f"batch_split must be 'shard' or 'replicate', not {batch_split!r}")
+    world, rank = accelerator.num_processes, accelerator.process_index
+    sharded = world > 1 and batch_split == "shard"
+    if sharded and cfg.batch_size < world:
+        raise ValueError(f"{description}: batch_size {cfg.batch_size} is smaller than the {world} processes "
+                         "(each process takes a slice of the global batch, and one would get no item)")
+    if checkpoint_dir is not None and _sharded_states(accelerator):
+        log.warning("%s: %s shards the optimiser state; this loop writes no checkpoint under it (no resume)",
+                    description, accelerator.distributed_type)
+        checkpoint_dir = None
+    if world > 1:  # distinct dropout masks per process; one process keeps the caller's generator
+        torch.manual_seed(_rank_seed(seed, rank))
     if max_nonfinite_in_a_row is not None and max_nonfinite_in_a_row < 1:
         raise ValueError(f"max_nonfinite_in_a_row must be at least 1 or None, not {max_nonfinite_in_a_row}")
     steps = total_steps(len(items), cfg)
     warmup = int(cfg.warmup_ratio * steps)
     opt = torch.optim.AdamW(adamw_param_groups(model, cfg.weight_decay), lr=cfg.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_with_warmup(s, steps, warmup))
+    _set_deepspeed_micro_batch(accelerator, math.ceil(cfg.batch_size / world) if sharded else cfg.batch_size)
     model, opt = accelerator.prepare(model, opt)
     model.train()
     gen = torch.Generator().manual_seed(seed)
@@ -97,7 +145,7 @@ def train_supervised(
     if checkpoint_dir is not None:
         latest = latest_checkpoint(checkpoint_dir)
         if latest is not None:
-            state = load_checkpoint(latest, accelerator.unwrap_model(model), opt, sched, gen)
+            state = load_checkpoint(latest, accelerator.unwrap_model(model), opt, sched, gen, rank=rank, world=world)
             resumed_from = latest.name
             log.info("%s: resumed from %s", description, latest)
     order: list[int] = state["order"]
@@ -111,11 +159,22 @@ def train_supervised(
             if len(order) < cfg.batch_size:
                 order += torch.randperm(len(items), generator=gen).tolist()
             idx, order = order[: cfg.batch_size], order[cfg.batch_size:]
+            if sharded:
+                start, stop = shard_range(len(idx), world, rank)
+                idx = idx[start:stop]
             batch = collate([items[i] for i in idx])
             batch = {k: v.to(accelerator.device) if torch.is_tensor(v) else v for k, v in batch.items()}
+            if sharded:
+                local = float(weight_fn(batch) if weight_fn is not None else len(idx))
+                total = float(accelerator.reduce(torch.tensor(local, device=accelerator.device), reduction="sum"))
             loss = loss_fn(model, batch) if loss_fn is not None else model(**batch).loss
+            if sharded and total > 0:
+                # DDP averages the N gradients: local mean * N * local / total sums to the global mean
+                loss = (loss * (world * local / total) if local > 0 else
+                        sum((p * 0).sum() for p in model.parameters() if p.requires_grad))
             fault = None
-            if not _finite_everywhere(loss, accelerator):
+            finite, global_loss = _global_loss(loss, accelerator)
+            if not finite:
                 fault = (f"non-finite loss {loss.item()}" if not torch.isfinite(loss).all()
                          else "non-finite loss on another process")
             else:
@@ -147,7 +206,7 @@ def train_supervised(
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
-            running += loss.item()
+            running += global_loss
             if (step + 1) % cfg.log_every == 0 or step + 1 == steps:
                 k = (step % cfg.log_every) + 1
                 curve.append(running / k)
@@ -164,23 +223,67 @@ def train_supervised(
                         f"{description}: step {step + 1}: non-finite weights ({', '.join(bad[:3])}"
                         f"{' ...' if len(bad) > 3 else ''}); checkpoint not written, newest "
                         f"checkpoint left intact: {latest_checkpoint(checkpoint_dir)}")
-                save_checkpoint(checkpoint_dir, step + 1, accelerator.unwrap_model(model), opt, sched, gen,
-                                {"order": order, "curve": curve, "skipped": skipped, "running": running})
+                extra = {"order": order, "curve": curve, "skipped": skipped, "running": running, "world": world}
+                if world > 1:
+                    from accelerate.utils import gather_object
+
+                    extra["torch_rng_per_rank"] = gather_object([torch.get_rng_state()])
+                if accelerator.is_main_process:  # one writer; the others wait until it is in place
+                    save_checkpoint(checkpoint_dir, step + 1, accelerator.unwrap_model(model), opt, sched, gen,
+                                    extra)
+                accelerator.wait_for_everyone()
     model.eval()
     summary = {"steps": steps, "final_loss": curve[-1] if curve else None, "loss_curve": curve,
                "skipped_nonfinite": skipped}
+    if world > 1:
+        summary["processes"] = world
+        summary["batch_split"] = batch_split
     if resumed_from is not None:
         summary["resumed_from"] = resumed_from
     return summary
 
 
-def _finite_everywhere(loss: torch.Tensor, accelerator: Accelerator) -> bool:
-    """Whether the loss is finite on every process (one flag summed over processes), so that all
-    processes skip, or all apply, the same step."""
-    bad = torch.tensor(0.0 if torch.isfinite(loss).all() else 1.0, device=accelerator.device)
-    if accelerator.num_processes > 1:
-        bad = accelerator.reduce(bad, reduction="sum")
-    return float(bad) == 0.0
+def _global_loss(loss: torch.Tensor, accelerator: Accelerator) -> tuple[bool, float]:
+    """(whether the loss is finite on every process, the mean of the processes' losses): one
+    all-reduce of [non-finite flag, loss], so that all processes skip, or all apply, the same
+    step. With 'shard' the processes' rescaled losses average to the global batch's mean loss;
+    with one process: (finite, loss)."""
+    ok = bool(torch.isfinite(loss).all())
+    if accelerator.num_processes == 1:
+        return ok, float(loss.item())
+    t = torch.tensor([0.0 if ok else 1.0, float(loss.item()) if ok else 0.0], device=accelerator.device)
+    t = accelerator.reduce(t, reduction="sum")
+    return float(t[0]) == 0.0, float(t[1]) / accelerator.num_processes
+
+
+def response_token_count(batch: dict[str, Any]) -> int:
+    """The number of terms a causal LM's token-mean loss averages over: labels other than -100
+    after the one-position shift (Hugging Face's `ForCausalLMLoss` predicts label t+1 at t)."""
+    return int((batch["labels"][:, 1:] != -100).sum())
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    return (int(seed) * 1_000_003 + 7919 * (rank + 1)) % (2**63 - 1)
+
+
+def _set_deepspeed_micro_batch(accelerator: Accelerator, per_process: int) -> None:
+    """DeepSpeed wants a micro batch size per process (normally read from a prepared
+    DataLoader, which this loop does not use): this loop's slice size, unless the DeepSpeed
+    config sets one. DeepSpeed only logs it (the loop feeds the batches itself)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type != DistributedType.DEEPSPEED:
+        return
+    ds = accelerator.state.deepspeed_plugin.deepspeed_config
+    if ds.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+        ds["train_micro_batch_size_per_gpu"] = int(per_process)
+
+
+def _sharded_states(accelerator: Accelerator) -> bool:
+    """Whether the optimiser / parameters are sharded over processes (DeepSpeed, FSDP)."""
+    from accelerate.utils import DistributedType
+
+    return accelerator.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP)
 
 
 # --- checkpoints --------------------------------------------------------------------------------
@@ -220,7 +323,10 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, opt, sch
         torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                     "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
                     "order": list(extra["order"]), "curve": list(extra["curve"]),
-                    "skipped": int(extra["skipped"]), "running": float(extra["running"])},
+                    "skipped": int(extra["skipped"]), "running": float(extra["running"]),
+                    "world": int(extra.get("world", 1)),
+                    **({"torch_rng_per_rank": list(extra["torch_rng_per_rank"])}
+                       if "torch_rng_per_rank" in extra else {})},
                    tmp / "trainer_state.pt")
 
     return write_checkpoint(directory, "step", step, fill)
@@ -251,8 +357,11 @@ def write_checkpoint(directory: Path, prefix: str, number: int, fill: Callable[[
     return final
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.Generator) -> dict[str, Any]:
-    """Restore a checkpoint written by `save_checkpoint` into `model`, `opt`, `sched`, `gen`."""
+def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.Generator, *,
+                    rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """Restore a checkpoint written by `save_checkpoint` into `model`, `opt`, `sched`, `gen`;
+    process `rank` of `world` takes its own saved torch generator state when the checkpoint was
+    written by as many processes (else the main process's, with a warning)."""
     from safetensors.torch import load_file
 
     weights = load_file(str(path / "trainable.safetensors"))
@@ -268,6 +377,13 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.G
     opt.load_state_dict(st["optimizer"])
     sched.load_state_dict(st["scheduler"])
     gen.set_state(st["generator"])
-    torch.set_rng_state(st["torch_rng"])
+    per_rank = st.get("torch_rng_per_rank")
+    if world > 1 and per_rank is not None and len(per_rank) == world:
+        torch.set_rng_state(per_rank[rank])
+    else:
+        if int(st.get("world", 1)) != world:
+            log.warning("%s: written by %s process(es), resumed by %d: the batches are the same, the "
+                        "dropout generators are not", path, st.get("world", 1), world)
+        torch.set_rng_state(st["torch_rng"])
     return {"step": st["step"], "order": list(st["order"]), "curve": list(st["curve"]),
             "skipped": st["skipped"], "running": st["running"]}

@@ -15,6 +15,12 @@ adapter is saved beside it).
 
 Departure from the paper: it fine-tunes 7B models with LoRA at lr 1e-4; the tiny default model
 is fine-tuned in full at lr 3e-4 for 3 epochs (`sft.train`).
+
+Under several processes (`accelerate launch`, DDP or DeepSpeed ZeRO-2): `sft.train.batch_size`
+is the GLOBAL batch; each process takes its slice, the loss weighted by response tokens
+(`training.loop`), so N processes give one process's weights up to the all-reduce's summation
+order. Only the main process writes checkpoints and the final model; under ZeRO-3 / FSDP the
+full weights are gathered (`accelerator.get_state_dict`) for that save.
 """
 
 from __future__ import annotations
@@ -72,6 +78,19 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
     return records, skipped
 
 
+def _gathered_save_needed(accelerator) -> bool:
+    """Whether the parameters are partitioned over processes (DeepSpeed ZeRO-3, FSDP), so that
+    saving needs `accelerator.get_state_dict`."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return True
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        plugin = accelerator.state.deepspeed_plugin
+        return plugin is not None and int(plugin.zero_stage) == 3
+    return False
+
+
 def _lora_wrap(model, cfg):
     """PEFT LoRA adapters on the language model's projections named in `cfg.lora_targets`."""
     from peft import LoraConfig, get_peft_model
@@ -90,7 +109,7 @@ def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path,
     `out_dir/model` (and, for LoRA, the adapter to `out_dir/adapter`). Checkpoints go to
     `out_dir/checkpoints` and are resumed."""
     from mmboundary.data.images import load_image
-    from mmboundary.training.loop import train_supervised
+    from mmboundary.training.loop import response_token_count, train_supervised
 
     cfg = run_cfg.sft
     items = list(records) + list(replay)
@@ -104,13 +123,22 @@ def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path,
 
     summary = train_supervised(vlm.model, items, collate, cfg.train, seed=run_cfg.seed, accelerator=accelerator,
                                description="sft", checkpoint_dir=out_dir / "checkpoints",
-                               save_every=cfg.save_every)
-    model = accelerator.unwrap_model(vlm.model)
-    if cfg.finetune == "lora":
-        model.save_pretrained(out_dir / "adapter")
-        model = model.merge_and_unload()
-    vlm.model = model
-    vlm.save(out_dir / "model")
+                               save_every=cfg.save_every, weight_fn=response_token_count)
+    wrapped = vlm.model
+    model = accelerator.unwrap_model(wrapped)
+    if _gathered_save_needed(accelerator):  # parameters partitioned over processes: gather them (all must call)
+        full = accelerator.get_state_dict(wrapped)
+        if accelerator.is_main_process:
+            model.load_state_dict(full)
+    if accelerator.is_main_process:
+        if cfg.finetune == "lora":
+            model.save_pretrained(out_dir / "adapter")
+            model = model.merge_and_unload()
+        vlm.model = model
+        vlm.save(out_dir / "model")
+    else:
+        vlm.model = model
+    accelerator.wait_for_everyone()
     summary["items"] = len(items)
     summary["replay_items"] = len(replay)
     summary["finetune"] = cfg.finetune
