@@ -262,7 +262,11 @@ def enable_gradient_checkpointing(model) -> bool:
     LoRA need no `enable_input_require_grads`); returns whether the model supports it."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         return False
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # the name from transformers 5.x on
+        model.activation_checkpointing_enable(kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return True
 
 
