@@ -139,6 +139,7 @@ def test_ask_page_shows_the_coloured_chain_and_errors(server, page, tmp_path):
     assert page.is_visible("#error") and page.is_hidden("#result")
     message = page.inner_text("#error")
     assert "415" in message and "notes.png: not an image" in message
+    page.wait_for_function("() => document.getElementById('preview').hidden")  # no broken preview
     _screenshot(page, tmp_path, "inspector-error.png")
     truncated = tmp_path / "cut.png"
     truncated.write_bytes(image.read_bytes()[:200])
