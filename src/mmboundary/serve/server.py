@@ -6,6 +6,7 @@ loop; inference in a worker thread, one request at a time). `mmboundary serve` c
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -25,6 +26,12 @@ def serve(model_path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
 
     from mmboundary.api import load
 
+    # no progress bars per request (they would interleave with the access log); MMBOUNDARY_PROGRESS=1 keeps them
+    os.environ.setdefault("MMBOUNDARY_PROGRESS", "0")
+    if os.environ["MMBOUNDARY_PROGRESS"] == "0":
+        import transformers
+
+        transformers.utils.logging.disable_progress_bar()
     settings = ServeSettings(max_upload_mb=max_upload_mb, max_queue=max_queue, loopback=is_loopback(host))
     if not settings.loopback:
         print(f"warning: serving on {host}, not a loopback address: anyone who can reach this machine "
