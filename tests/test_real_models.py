@@ -336,3 +336,51 @@ def test_real_model_configs_resolve():
             "annotated", "aokvqa", "culturalvqa")
         assert cfg.data.match_split is False and cfg.sft_data.statements_per_level is None
     assert load_config([MODEL_CONFIGS["qwen2-vl"]]).model.image_max_pixels == 802816
+
+
+# --- benchmarks/gpu_check.py ------------------------------------------------------------------------
+
+def _gpu_check_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_check", ROOT / "benchmarks" / "gpu_check.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_gpu_check_without_cuda_exits_clearly(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    out = tmp_path / "gpu.json"
+    assert _gpu_check_module().main(["--out", str(out)]) == 2
+    assert "no CUDA device is available" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.slow
+def test_gpu_check_body_with_cuda_calls_stubbed(tmp_path, monkeypatch):
+    """The script's whole body on CPU, with its CUDA check and the torch.cuda calls it makes
+    stubbed (the accelerator on the CPU): the tiny Qwen2-VL through every stage, the JSON written."""
+    peaks = iter(range(1, 100))
+    module = _gpu_check_module()
+    monkeypatch.setattr(module, "no_cuda_message", lambda: None)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda i=0: "Stub GPU")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: next(peaks) * 2 ** 20)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr("mmboundary.pipeline.make_accelerator",
+                        lambda cfg: __import__("accelerate").Accelerator(cpu=True))
+    out = tmp_path / "gpu.json"
+    rc = module.main(["--tiny-real", "qwen2-vl", "--run-dir", str(tmp_path / "run"), "--out", str(out),
+                                   "--set", "data.benchmark.n_train=8", "--set", "data.benchmark.n_test=4",
+                                   "--set", "data.benchmark.n_ood=4", "--set", "generation.max_new_tokens=12",
+                                   "--set", "rl.iterations=1", "--set", "rl.max_new_tokens=12",
+                                   "--set", "rl.rollout_batch_size=2", "--set", "rl.minibatch_size=2"])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert result["card"] == "Stub GPU" and result["small_settings"]
+    assert list(result["stages"]) == ["data", "estimate", "sft_data", "sft", "rl", "evaluate"]
+    assert [s["peak_gpu_mib"] for s in result["stages"].values()] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert "device=cuda" in result["overrides"] and "model.dtype=bfloat16" in result["overrides"]
+    assert set(result["answer_accuracy"]) == {"test", "ood"}
