@@ -80,14 +80,17 @@ function fillSelect(id, values) {
 }
 
 function stepChips(ex) {
-  const span = el("span", "chips");
+  // one line per step: a chip with its level and truth, the step's text, its statement
+  const list = el("ol", "chain");
   for (const s of ex.steps) {
+    const li = el("li");
     const chip = el("span", "chip " + (s.level === null ? "level-none" : "level-" + s.level),
                     (s.level === null ? "–" : s.level) + (s.correct === null ? "" : (s.correct ? " ✓" : " ✗")));
-    chip.title = s.text + (s.statement ? ", " + s.statement : "");
-    span.appendChild(chip);
+    li.append(chip, el("span", null, s.text));
+    if (s.statement) li.appendChild(el("span", "statement", ", " + s.statement));
+    list.appendChild(li);
   }
-  return span;
+  return list;
 }
 
 async function loadExamples(append) {
@@ -118,8 +121,10 @@ async function loadExamples(append) {
       tr.appendChild(idCell);
       tr.appendChild(el("td", null, ex.question === null ? "–" : ex.question));
       tr.appendChild(el("td", null, fmt(ex.error)));
-      tr.appendChild(el("td", ex.answer_correct ? "right" : "wrong",
-                        (ex.answer === null ? "(none)" : ex.answer) + (ex.answer_correct ? " ✓" : " ✗")));
+      const answer = el("td", ex.answer_correct ? "right" : "wrong",
+                        (ex.answer === null ? "(none)" : ex.answer) + (ex.answer_correct ? " ✓" : " ✗"));
+      if (!ex.answer_correct && ex.reference) answer.appendChild(el("div", "muted", "reference: " + ex.reference.join(" / ")));
+      tr.appendChild(answer);
       const steps = el("td");
       steps.appendChild(stepChips(ex));
       tr.appendChild(steps);
