@@ -348,6 +348,20 @@ def test_results_browser_sorts_examples_by_calibration_error(results_run):
             assert page.status_code == 200 and "text/html" in page.headers["content-type"]
 
 
+def test_results_browser_names_a_broken_results_file(results_run):
+    (results_run / "evaluate" / "metrics.json").write_text("{not json")
+    (results_run / "evaluate" / "chains_rl_test.jsonl").write_text('{"example_id": 3}\n')
+    with TestClient(create_app(_Blocking(_stub_answer()), results_root=results_run)) as client:
+        r = client.get("/api/results")
+        assert r.status_code == 500 and r.json()["error"] == "bad_results"
+        assert "metrics.json: unreadable metrics" in r.json()["message"]
+        (results_run / "evaluate" / "metrics.json").write_text("{}")
+        assert client.get("/api/results").status_code == 200
+        r = client.get("/api/results/examples", params={"split": "test", "model": "rl"})
+        assert r.status_code == 500 and "chains_rl_test.jsonl: unreadable chains" in r.json()["message"]
+        assert client.get("/api/results/examples", params={"split": "test", "model": "sft"}).status_code == 200
+
+
 def test_results_browser_without_a_run_says_so():
     stub = _Blocking(_stub_answer())
     with TestClient(create_app(stub)) as client:
