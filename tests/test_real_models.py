@@ -384,3 +384,24 @@ def test_gpu_check_body_with_cuda_calls_stubbed(tmp_path, monkeypatch):
     assert [s["peak_gpu_mib"] for s in result["stages"].values()] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
     assert "device=cuda" in result["overrides"] and "model.dtype=bfloat16" in result["overrides"]
     assert set(result["answer_accuracy"]) == {"test", "ood"}
+
+
+def test_check_data_measures_prompts_with_a_checkpoint(stand_ins):
+    from mmboundary.config import DataConfig
+    from mmboundary.data.check import check_data
+    from mmboundary.data.jsonl import read_examples
+
+    good = ROOT / "tests" / "fixtures" / "loaders" / "good.jsonl"
+    data = DataConfig(source="jsonl", train=good, test=good)
+    spec = ModelSpec(kind="pretrained", path=str(stand_ins["llava-next"]), max_length=4096)
+    report = check_data(data, model=spec)
+    examples = read_examples(good)
+    proc = load_vlm(spec.path, spec).processor
+    longest = max(c[0] for c in prompt_token_counts(proc, examples))
+    assert report.problems == [] and [s.longest_prompt for s in report.splits] == [longest, longest]
+    tight = check_data(data, model=spec.model_copy(update={"max_length": longest}))
+    too_long = [c[0] >= longest for c in prompt_token_counts(proc, examples)]
+    assert [(p.line, p.field) for p in tight.problems if p.file == str(good)][:sum(too_long)] == [
+        (i + 1, "image") for i, t in enumerate(too_long) if t]
+    missing = check_data(data, model=ModelSpec(kind="pretrained", path=str(ROOT / "no-such-checkpoint")))
+    assert missing.problems == [] and "prompt lengths not checked" in missing.warnings[-1].message
