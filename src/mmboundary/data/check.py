@@ -184,6 +184,7 @@ def check_split(path: str | Path, split: str, *, fmt: str, dataset: str | None =
     else:
         sr, kept = _check_jsonl(path, split, report)
     good = []
+    first_image_problem = len(report.problems)
     for line, ex, image_field in kept:
         sr.examples += 1
         sr.multiple_choice += bool(ex.choices)
@@ -200,6 +201,11 @@ def check_split(path: str | Path, split: str, *, fmt: str, dataset: str | None =
             report.problems.append(Finding(f"example {ex.id!r}: {reason}", str(path), line, image_field))
         else:
             good.append((line, ex))
+    if sr.examples and sr.bad_images == sr.examples:  # most likely the wrong folder: say so first
+        first = report.problems[first_image_problem]
+        report.problems.insert(first_image_problem, Finding(
+            f"none of the {sr.examples} images can be used (the first: {first.message}); is the image folder "
+            f"(data.image_dir / data.ood_image_dir) right?", str(path), None, first.field))
     report.splits.append(sr)
     return sr, good
 
