@@ -405,3 +405,50 @@ def test_check_data_measures_prompts_with_a_checkpoint(stand_ins):
         (i + 1, "image") for i, t in enumerate(too_long) if t]
     missing = check_data(data, model=ModelSpec(kind="pretrained", path=str(ROOT / "no-such-checkpoint")))
     assert missing.problems == [] and "prompt lengths not checked" in missing.warnings[-1].message
+
+
+def test_openai_style_clip_checkpoint_pools_at_the_end_token(tmp_path, tokenizer):
+    """A checkpoint laid out like openai/clip-vit-large-patch14: the text config's eos_token_id is
+    the legacy 2 (pool at the largest id), the tokenizer's bos/eos are its two largest ids and its
+    pad is the eos, the image processor is saved as 'CLIPImageProcessor' (resize + centre crop).
+    load_clip must end every sentence with the eos, and the text features must be read there."""
+    import copy
+
+    from tokenizers import AddedToken
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTextConfig, CLIPVisionConfig
+
+    tok = copy.deepcopy(tokenizer)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in ("<|startoftext|>", "<|endoftext|>")],
+                   special_tokens=True)
+    tok.bos_token, tok.eos_token, tok.pad_token = "<|startoftext|>", "<|endoftext|>", "<|endoftext|>"
+    assert tok.eos_token_id == len(tok) - 1
+    text = CLIPTextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=20, projection_dim=16,
+                          bos_token_id=tok.bos_token_id, eos_token_id=2, pad_token_id=1)
+    vision = CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                              image_size=32, patch_size=16, projection_dim=16)
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16))
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(tmp_path)
+    cfg_path = tmp_path / "preprocessor_config.json"
+    cfg_path.write_text(cfg_path.read_text().replace("CLIPImageProcessorPil", "CLIPImageProcessor"))
+
+    clip = load_clip(tmp_path)
+    assert clip.processor.end_token_id == tok.eos_token_id and clip.processor.max_length == 20
+    sentences = ["There are 2 red objects.", "So the answer is 3.",
+                 " ".join(["red"] * 40)]  # longer than the 20 positions: cut to bos + 18 + eos
+    enc = clip.processor.tokenize(sentences)
+    lengths = enc["attention_mask"].sum(1)
+    assert lengths[2] == 20
+    for i, n in enumerate(lengths.tolist()):
+        assert enc["input_ids"][i, 0] == tok.bos_token_id and enc["input_ids"][i, n - 1] == tok.eos_token_id
+    _, got = clip.embed(None, sentences)
+    with torch.no_grad():
+        hidden = clip.model.text_model(**enc).last_hidden_state
+        at_eos = hidden[torch.arange(3), lengths - 1]
+        manual = torch.nn.functional.normalize(clip.model.text_projection(at_eos), dim=-1)
+    torch.testing.assert_close(got, manual, atol=1e-5, rtol=1e-4)
+    image = clip.processor.pixel_values([Image.new("RGB", (64, 48), "red")])
+    assert image.shape == (1, 3, 32, 32)  # resized (shortest edge 32) and centre-cropped
