@@ -119,10 +119,14 @@ def test_the_shipped_accelerate_configs_are_there():
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
-def test_accelerate_config_parses_and_builds_the_launch_environment(path):
+def test_accelerate_config_parses_and_builds_the_launch_environment(path, monkeypatch):
     """Each config loads with accelerate 1.15's own classes (unknown top-level keys are an error
     there), passes `accelerate launch`'s validation, and yields the environment the launcher
-    would give the processes (DeepSpeed / FSDP settings included)."""
+    would give the processes (DeepSpeed / FSDP settings included). The launcher's check that the
+    main port is free is stubbed (another test's processes may hold it; nothing is launched)."""
+    import accelerate.utils.launch
+
+    monkeypatch.setattr(accelerate.utils.launch, "is_port_in_use", lambda port=None: False)
     from accelerate.commands.config.config_args import load_config_from_file
     from accelerate.commands.launch import _validate_launch_command, launch_command_parser
     from accelerate.utils import DistributedType, prepare_multi_gpu_env
@@ -282,3 +286,42 @@ def test_evaluate_under_two_processes_counts_every_example_once(tmp_path):
     assert (two / "evaluate" / "COMPLETE").is_file()
     assert (two / "logs" / "run.rank-1.log").is_file()
     assert not list((two / "evaluate").glob(".*tmp*"))
+
+
+SMALL_RUN = [
+    "data.benchmark.n_train=48", "data.benchmark.n_test=8", "data.benchmark.n_ood=7",
+    "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
+    "generation.max_new_tokens=12", "sft.train.max_steps=3", "sft.train.batch_size=8",
+    "rl.iterations=1", "rl.rollout_batch_size=2", "rl.samples_per_question=2", "rl.max_new_tokens=12",
+    "rl.minibatch_size=2", "rl.ppo_epochs=1", "stages=[data,base,estimate,sft_data,sft,rl,evaluate]",
+]
+
+
+@pytest.mark.slow
+def test_a_whole_run_under_two_processes(tmp_path):
+    """`accelerate launch --config_file configs/accelerate/cpu_2proc.yaml -m mmboundary.cli run`
+    on a miniature of the default (about a minute): every stage completes with one marker; the
+    training stages report 2 processes; estimate and evaluate hold every example once; rank 1
+    logs to its own file."""
+    if shutil.which("accelerate") is None:
+        pytest.skip("accelerate CLI not installed")
+    run = tmp_path / "run"
+    cmd = ["--config_file", str(ROOT / "configs" / "accelerate" / "cpu_2proc.yaml"), "-m", "mmboundary.cli",
+           "run", "--run-dir", str(run)]
+    for s in SMALL_RUN:
+        cmd += ["--set", s]
+    subprocess.run(["accelerate", "launch"] + cmd, check=True, env=_env(), cwd=tmp_path, timeout=900)
+    for stage in ("data", "base", "estimate", "sft_data", "sft", "rl", "evaluate"):
+        assert (run / stage / "COMPLETE").is_file(), stage
+    marker = lambda s: json.loads((run / s / "COMPLETE").read_text())["summary"]  # noqa: E731
+    assert marker("sft")["processes"] == 2 and marker("sft")["batch_split"] == "shard"
+    assert marker("base")["vlm"]["processes"] == 2 and marker("base")["clip"]["batch_split"] == "replicate"
+    assert marker("rl")["processes"] == 2
+    for split, n in (("test", 8), ("ood", 7)):
+        ids = [json.loads(x)["id"] for x in (run / "data" / f"{split}.jsonl").read_text().splitlines() if x.strip()]
+        chains = [json.loads(x)["example_id"] for x in (run / "estimate" / f"chains_{split}.jsonl").read_text().splitlines()]
+        assert chains == ids and len(ids) == n
+        metrics = json.loads((run / "evaluate" / "metrics.json").read_text())[split]
+        assert {m: metrics[m]["examples"] for m in ("vanilla", "sft", "rl")} == {"vanilla": n, "sft": n, "rl": n}
+    assert (run / "logs" / "run.log").is_file() and (run / "logs" / "run.rank-1.log").is_file()
+    assert not (run / "sft" / "checkpoints").exists()

@@ -126,16 +126,20 @@ def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path,
                                save_every=cfg.save_every, weight_fn=response_token_count)
     wrapped = vlm.model
     model = accelerator.unwrap_model(wrapped)
+    full = None
     if _gathered_save_needed(accelerator):  # parameters partitioned over processes: gather them (all must call)
+        if cfg.finetune == "lora":
+            raise ValueError("sft: LoRA under DeepSpeed ZeRO-3 or FSDP is not supported (the adapters cannot be "
+                             "merged into partitioned weights); use DDP or ZeRO-2 for LoRA")
         full = accelerator.get_state_dict(wrapped)
-        if accelerator.is_main_process:
-            model.load_state_dict(full)
     if accelerator.is_main_process:
         if cfg.finetune == "lora":
             model.save_pretrained(out_dir / "adapter")
             model = model.merge_and_unload()
         vlm.model = model
         vlm.save(out_dir / "model")
+        if full is not None:  # the local parameters are partitions: write the gathered weights over them
+            model.save_pretrained(out_dir / "model", state_dict=full)
     else:
         vlm.model = model
     accelerator.wait_for_everyone()
