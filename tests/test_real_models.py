@@ -452,3 +452,44 @@ def test_openai_style_clip_checkpoint_pools_at_the_end_token(tmp_path, tokenizer
     torch.testing.assert_close(got, manual, atol=1e-5, rtol=1e-4)
     image = clip.processor.pixel_values([Image.new("RGB", (64, 48), "red")])
     assert image.shape == (1, 3, 32, 32)  # resized (shortest edge 32) and centre-cropped
+
+
+def test_gradient_checkpointing_in_eval_mode_recomputes(stand_ins):
+    """The PPO update runs in eval mode; with `in_eval_mode` the decoder layers are still
+    recomputed in the backward pass (their attention runs twice), gradients unchanged, and every
+    other module stays in eval mode."""
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    from mmboundary.models.factory import enable_gradient_checkpointing
+
+    path = stand_ins["llava-next"]
+    spec = ModelSpec(kind="pretrained", path=str(path))
+    images = [Image.new("RGB", (48, 48), "red")]
+    results = {}
+    for mode in ("plain", "checkpointed", "in_eval_mode"):
+        vlm = load_vlm(path, spec)
+        if mode != "plain":
+            enable_gradient_checkpointing(vlm.model, in_eval_mode=mode == "in_eval_mode")
+        vlm.model.eval()
+        layer = next(m for n, m in vlm.model.named_modules()
+                     if isinstance(m, GradientCheckpointingLayer) and "language_model" in n)
+        calls = []
+        layer.self_attn.register_forward_hook(lambda *a: calls.append(1))
+        batch = vlm.encode([vlm.prompt_text("How many?")], images, ["There are 2 red objects."])
+        loss = vlm.model(**batch).loss
+        loss.backward()
+        others = [m for m in vlm.model.modules() if not isinstance(m, GradientCheckpointingLayer)]
+        assert not any(m.training for m in others)
+        grads = {n: p.grad.clone() for n, p in vlm.model.named_parameters() if p.grad is not None}
+        results[mode] = (len(calls), loss.item(), grads)
+        if mode == "in_eval_mode":
+            calls.clear()
+            with torch.no_grad():
+                vlm.model(**batch)
+            assert len(calls) == 1 and not layer.training  # no recording: the layer runs once, as eval
+    assert results["plain"][0] == 1 and results["checkpointed"][0] == 1  # eval mode: no recomputation
+    assert results["in_eval_mode"][0] == 2  # forward + recomputation in the backward pass
+    for mode in ("checkpointed", "in_eval_mode"):
+        assert results[mode][1] == pytest.approx(results["plain"][1], abs=1e-6)
+        for name, g in results["plain"][2].items():
+            torch.testing.assert_close(results[mode][2][name], g, atol=1e-6, rtol=1e-5)

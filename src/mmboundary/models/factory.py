@@ -257,9 +257,22 @@ def load_processor(path_or_id: str | Path, spec: ModelSpec | None = None, *, mod
     return processor
 
 
-def enable_gradient_checkpointing(model) -> bool:
+def _checkpoint_in_eval_mode(layer, args, kwargs) -> None:
+    """Forward pre-hook: the layer counts as training (so transformers checkpoints it) exactly when
+    gradients are being recorded. Only the layer's own flag changes: its submodules (attention,
+    dropout) keep eval behaviour."""
+    layer.training = torch.is_grad_enabled()
+
+
+def enable_gradient_checkpointing(model, *, in_eval_mode: bool = False) -> bool:
     """Turn on activation recomputation for training (non-reentrant, so frozen embeddings under
-    LoRA need no `enable_input_require_grads`); returns whether the model supports it."""
+    LoRA need no `enable_input_require_grads`); returns whether the model supports it.
+
+    transformers recomputes a layer only while the layer is in training mode. The PPO update runs
+    the policy in eval mode (no dropout, so that the ratio of an unchanged policy is exactly 1);
+    `in_eval_mode=True` makes the checkpointed decoder layers count as training whenever gradients
+    are recorded (a forward pre-hook on each), so recomputation happens there too while every
+    submodule stays in eval mode."""
     if not getattr(model, "supports_gradient_checkpointing", False):
         return False
     kwargs = {"use_reentrant": False}
@@ -267,6 +280,12 @@ def enable_gradient_checkpointing(model) -> bool:
         model.activation_checkpointing_enable(kwargs)
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if in_eval_mode:
+        from transformers.modeling_layers import GradientCheckpointingLayer
+
+        for module in model.modules():
+            if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
+                module.register_forward_pre_hook(_checkpoint_in_eval_mode, with_kwargs=True)
     return True
 
 

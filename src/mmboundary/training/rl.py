@@ -1230,7 +1230,7 @@ def run_rl_stage(run) -> dict:
     if cfg.model.gradient_checkpointing:  # activations recomputed in the PPO updates
         from mmboundary.models.factory import enable_gradient_checkpointing
 
-        enable_gradient_checkpointing(policy.model)
+        enable_gradient_checkpointing(policy.model, in_eval_mode=True)  # PPO updates run in eval mode
     reference = None if rl.finetune == "lora" else load_vlm(start_model, cfg.model)
     examples = load_split(run, "train", rl.train_examples)
     seed = rl.seed if rl.seed is not None else cfg.seed
