@@ -16,12 +16,15 @@ it on every split when `model.path` names a checkpoint.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
 from PIL import Image
 
 from mmboundary.models.vlm import VLM, PromptTooLongError
+
+log = logging.getLogger(__name__)
 
 
 def _image_token(processor) -> tuple[str, int]:
@@ -72,8 +75,14 @@ def prompt_token_counts(processor, examples: Sequence, *, image_sizes: Sequence[
 
 def check_prompt_lengths(processor, examples: Sequence, max_length: int, *, file: str | Path | None = None) -> int:
     """Raise `PromptTooLongError` naming the first example (and counting the others) whose prompt
-    takes `max_length` tokens or more; return the longest prompt's length (0 for no examples).
+    takes `max_length` tokens or more; return the longest prompt's length (0 for no examples, and
+    for a processor that names no image token: then a warning is logged and nothing is checked).
     `file`: the split file the examples came from (named in the error, with the line)."""
+    try:
+        _image_token(processor)
+    except ValueError as e:  # e.g. a remote-code processor that names no image token: cannot count
+        log.warning("prompt lengths not checked: %s", e)
+        return 0
     counts = prompt_token_counts(processor, examples)
     over = [(i, c) for i, c in enumerate(counts) if c is not None and c[0] >= max_length]
     if over:
