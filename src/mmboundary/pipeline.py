@@ -545,12 +545,16 @@ DISTRIBUTED_STAGES = frozenset({"base", "estimate", "sft", "rl", "evaluate"})
 
 def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
     """Run one stage unless it has completed (or `force`). Returns its summary, None if skipped."""
-    if run.is_complete(stage):
+    barrier()
+    complete = run.is_complete(stage)
+    # every process has decided before any can write this stage's marker (rank 0 runs a
+    # main-only stage without waiting: a late process would otherwise see its marker and skip)
+    barrier()
+    if complete:
         if not force:
             console.print(f"[dim]stage {stage}: complete, skipped[/dim]")
             log.info("stage %s: complete, skipped", stage)
             return None
-        barrier()  # every process has seen the marker before it goes
         if is_main_process():
             (run.stage_dir(stage) / MARKER).unlink()
         barrier()

@@ -20,7 +20,8 @@ Departures from a textbook setup: the "pretraining" is a few epochs on the bench
 so the vanilla model's errors are those of an under-trained model, not of a web-scale one.
 
 Under several processes (`accelerate launch`): every process trains the same tokenizer (BPE
-training on the same corpus is deterministic) and builds the same seeded model; the VLM's
+training on the same corpus is deterministic; checked by `same_tokenizer_everywhere`) and builds
+the same seeded model; the VLM's
 batches are sharded over the processes with the loss weighted by response tokens (the global
 batch is `base.vlm.batch_size`), CLIP's batches are replicated (its contrastive loss needs the
 whole batch's negatives); only the main process saves the models.
@@ -117,7 +118,26 @@ def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> li
             for ex in picked]
 
 
+def same_tokenizer_everywhere(tokenizer, accelerator: Accelerator) -> None:
+    """Under several processes, check that every process trained the same tokenizer (a digest
+    of its serialised form, gathered): a process encoding with another vocabulary would train
+    silently on other token ids. No-op with one process."""
+    if accelerator.num_processes == 1:
+        return
+    import hashlib
+
+    from accelerate.utils import gather_object
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    digests = gather_object([hashlib.sha256(text.encode("utf-8")).hexdigest()])
+    if len(set(digests)) != 1:
+        raise RuntimeError(f"base: the processes built different tokenizers (digests {digests}); "
+                           "train the base model in one process, or set model.path")
+
+
 def train_base_vlm(cfg: RunConfig, vlm, examples: list[Example], out_dir: Path, accelerator: Accelerator) -> dict:
+    same_tokenizer_everywhere(vlm.tokenizer, accelerator)
     images = {ex.id: load_image(ex.image) for ex in examples}
     items = training_items(cfg, examples)
 
