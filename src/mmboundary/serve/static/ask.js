@@ -30,7 +30,7 @@ function renderAnswer(a) {
     li.dataset.internal = s.internal_level === null ? "" : s.internal_level;
     li.dataset.shown = shown === null ? "" : shown;
     li.appendChild(el("span", "step-text", s.text));
-    if (s.statement) li.appendChild(el("span", "statement", ", " + s.statement));
+    if (s.statement) li.appendChild(el("span", "statement", " — " + s.statement));
     if (s.replaced) li.appendChild(el("span", "replaced", " (replaced by self-correction)"));
     const badges = el("span", "badges");
     const ex = el("span", "chip expressed " + levelClass(s.expressed_level),

@@ -87,7 +87,7 @@ function stepChips(ex) {
     const chip = el("span", "chip " + (s.level === null ? "level-none" : "level-" + s.level),
                     (s.level === null ? "–" : s.level) + (s.correct === null ? "" : (s.correct ? " ✓" : " ✗")));
     li.append(chip, el("span", null, s.text));
-    if (s.statement) li.appendChild(el("span", "statement", ", " + s.statement));
+    if (s.statement) li.appendChild(el("span", "statement", " — " + s.statement));
     list.appendChild(li);
   }
   return list;
