@@ -20,8 +20,9 @@ from `metrics.json`; without it, `vanilla` is internal and every other model exp
 The level filter keeps the examples with at least one step at that level.
 
 Step-level reliability diagrams per model and split are drawn from the chains on first request
-(`evaluation.plots.reliability_diagram`) and kept in memory (one PNG per model and split: a
-bounded cache). Files are re-read when their modification time changes.
+(`evaluation.plots.reliability_diagram`) and kept in memory for the server's life (one PNG per
+model and split: a bounded cache). The JSON and JSONL files are re-read when their modification
+time changes.
 """
 
 from __future__ import annotations
