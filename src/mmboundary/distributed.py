@@ -103,7 +103,10 @@ def accelerator_options(device: str = "auto") -> dict[str, Any]:
 def process_state(device: str = "auto"):
     """accelerate's `PartialState` (one per process, shared with every `Accelerator` made later),
     started for `device` by the rule of `accelerator_options` (the one `pipeline.make_accelerator`
-    uses). The first call in a process decides; later calls return the same state."""
+    uses). The first call in a process decides; later calls return the same state (so the
+    helpers below, called before any `Accelerator` exists, start the process group as
+    `make_accelerator` would with device 'auto', never accelerate's bare default, which on a
+    machine without a GPU would make every rank believe it is the only one)."""
     from accelerate import PartialState
 
     return PartialState(**accelerator_options(device))
@@ -113,17 +116,13 @@ def is_main_process() -> bool:
     """Whether this process writes shared files (rank 0; always true with one process)."""
     if not is_distributed():
         return True
-    from accelerate import PartialState
-
-    return PartialState().is_main_process
+    return process_state().is_main_process
 
 
 def barrier() -> None:
     """Wait for every process (no-op with one process)."""
     if is_distributed():
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
+        process_state().wait_for_everyone()
 
 
 def gather_lists(local: list[T]) -> list[list[T]]:
