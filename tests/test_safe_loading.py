@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import ast
 import re
+import types
 from pathlib import Path
 
 import pytest
+
 import torch
 from safetensors.torch import load_file
 
@@ -224,7 +226,9 @@ def test_load_vlm_passes_the_configured_switch_and_safetensors(monkeypatch, on):
         @staticmethod
         def from_pretrained(path, **kw):
             seen["model"] = kw
-            return torch.nn.Linear(1, 1)
+            model = torch.nn.Linear(1, 1)
+            model.config = types.SimpleNamespace(model_type="llava")  # load_vlm reads the model type
+            return model
 
     class FakeProcessor:
         @staticmethod
