@@ -62,6 +62,21 @@ class DataConfig(_Section):
                 raise ValueError("data.source='annotated' needs data.image_dir")
         return self
 
+    def split_files(self) -> list[tuple[str, Path, Path | None, str | None]]:
+        """(split, file, image folder, annotated dataset) of each configured split file, in the
+        order train, test, ood; the OOD split takes `ood_image_dir` / `ood_annotated_dataset` when
+        they are set."""
+        out = []
+        for split in ("train", "test", "ood"):
+            src = getattr(self, split)
+            if src is None:
+                continue
+            ood = split == "ood"
+            image_dir = self.ood_image_dir if ood and self.ood_image_dir is not None else self.image_dir
+            dataset = self.ood_annotated_dataset if ood and self.ood_annotated_dataset else self.annotated_dataset
+            out.append((split, src, image_dir, dataset))
+        return out
+
 
 class TrainConfig(_Section):
     """A supervised training loop (used by `base`; the SFT stage has its own section later)."""

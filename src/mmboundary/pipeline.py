@@ -94,13 +94,7 @@ def stage_data(run: Run) -> dict:
     else:
         from mmboundary.data.loading import load_dataset_file
 
-        for split in ("train", "test", "ood"):
-            src = getattr(cfg, split)
-            if src is None:
-                continue
-            ood = split == "ood"
-            image_dir = cfg.ood_image_dir if ood and cfg.ood_image_dir is not None else cfg.image_dir
-            dataset = cfg.ood_annotated_dataset if ood and cfg.ood_annotated_dataset else cfg.annotated_dataset
+        for split, src, image_dir, dataset in cfg.split_files():
             examples = load_dataset_file(src, fmt=cfg.source, image_dir=image_dir,
                                          split=split if cfg.match_split else None,
                                          **({"dataset": dataset} if cfg.source == "annotated" else {}))

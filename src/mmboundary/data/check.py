@@ -219,13 +219,7 @@ def check_data(cfg, *, model=None, max_pixels: int | None = MAX_IMAGE_PIXELS) ->
                        "no folder to check")
         return report
     read: dict[str, list] = {}
-    for split in ("train", "test", "ood"):
-        src = getattr(cfg, split)
-        if src is None:
-            continue
-        ood = split == "ood"
-        image_dir = cfg.ood_image_dir if ood and cfg.ood_image_dir is not None else cfg.image_dir
-        dataset = cfg.ood_annotated_dataset if ood and cfg.ood_annotated_dataset else cfg.annotated_dataset
+    for split, src, image_dir, dataset in cfg.split_files():
         _, read[split] = check_split(src, split, fmt=cfg.source, dataset=dataset, image_dir=image_dir,
                                      report=report, max_pixels=max_pixels)
     ids = Counter(ex.id for split in ("train",) for _, ex in read.get("train", []))
