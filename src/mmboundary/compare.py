@@ -774,6 +774,21 @@ class _Display:
         (self.progress.console if self.enabled else self.console).print(line, highlight=False)
 
 
+def _baseline_fingerprint(b: BaselineSpec, full_cfg, full_dump: str, seed: int, splits) -> str:
+    """What a baseline row's saved result must match to be reused: the baseline, its resolved
+    config, the full run's config (`full_dump`, its `dump_config`) and the splits."""
+    return _fingerprint({"baseline": b.model_dump(mode="json"),
+                         "config": b.resolved_config(full_cfg, seed).model_dump(mode="json"),
+                         "run": full_dump, "splits": splits})
+
+
+def _correction_fingerprint(c: CorrectionSpec, full_dump: str, seed: int, splits) -> str:
+    """The same for a self-correction row."""
+    return _fingerprint({"correction": c.model_dump(mode="json"),
+                         "config": c.resolved_config(seed).model_dump(mode="json"),
+                         "run": full_dump, "splits": splits})
+
+
 def _saved_if_current(root: Path, row: str, seed: int, fingerprint: str | None,
                       statuses: tuple[str, ...] = ("ok",)) -> RowResult | None:
     """The saved result of (row, seed) when its status is one of `statuses` and its fingerprint is
@@ -817,17 +832,13 @@ def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
             statuses: tuple[str, ...] = ("ok",)
         elif kind == "baseline":
             name, statuses = item.row_name, ("ok", "not_applicable")
-            fp = _fingerprint({"baseline": item.model_dump(mode="json"),
-                               "config": item.resolved_config(full_cfg, seed).model_dump(mode="json"),
-                               "run": full_dump, "splits": spec.splits})
+            fp = _baseline_fingerprint(item, full_cfg, full_dump, seed, spec.splits)
         else:
             if item.model == "rl" and not spec.with_rl:
                 free.add(item.row_name)
                 continue
             name, statuses = item.row_name, ("ok",)
-            fp = _fingerprint({"correction": item.model_dump(mode="json"),
-                               "config": item.resolved_config(seed).model_dump(mode="json"),
-                               "run": full_dump, "splits": spec.splits})
+            fp = _correction_fingerprint(item, full_dump, seed, spec.splits)
         old = _saved_if_current(root, name, seed, fp, statuses)
         if old is not None:
             out[name] = old
@@ -987,16 +998,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         if full_error is not None or full_run is None:
                             raise RunError(f"the full method's run {full_dir} failed: "
                                            f"{type(full_error).__name__}: {full_error}")
-                        fp = _fingerprint({"baseline": b.model_dump(mode="json"),
-                                           "config": b.resolved_config(full_run.config, seed).model_dump(mode="json"),
-                                           "run": dump_config(full_run.config), "splits": spec.splits})
-                        path = result_path(root, b.row_name, seed)
-                        if path.exists():
-                            old = load_result(path)
-                            if old.status in ("ok", "not_applicable") and old.fingerprint == fp:
-                                results.append(old)
-                                display.done(old)
-                                continue
+                        fp = _baseline_fingerprint(b, full_run.config, dump_config(full_run.config), seed, spec.splits)
                         runner = runner or baseline_runner(full_run, seed)
                         from mmboundary.pipeline import split_names
 
@@ -1041,16 +1043,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         if full_error is not None or full_run is None:
                             raise RunError(f"the full method's run {full_dir} failed: "
                                            f"{type(full_error).__name__}: {full_error}")
-                        fp = _fingerprint({"correction": c.model_dump(mode="json"),
-                                           "config": c.resolved_config(seed).model_dump(mode="json"),
-                                           "run": dump_config(full_run.config), "splits": spec.splits})
-                        path = result_path(root, c.row_name, seed)
-                        if path.exists():
-                            old = load_result(path)
-                            if old.status == "ok" and old.fingerprint == fp:
-                                results.append(old)
-                                display.done(old)
-                                continue
+                        fp = _correction_fingerprint(c, dump_config(full_run.config), seed, spec.splits)
                         crunner = crunner or correction_runner(full_run, seed)
                         from mmboundary.pipeline import split_names
 
