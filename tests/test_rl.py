@@ -381,3 +381,72 @@ def test_sampling_never_emits_the_image_token(examples, tokenizer):
                            max_new_tokens=60, do_sample=True, temperature=50.0)
     assert sum(len(x) for x in ids) > 300
     assert not any(t in banned for x in ids for t in x)
+
+
+# --- algorithm 'expected' (the expected reward over levels) -------------------------------------
+
+def _level_setup(examples, tokenizer, ctx, cfg):
+    from mmboundary.training.rl_levels import prepare_level_batch
+
+    batch, pv, policy = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
+    reference = tiny(tokenizer)
+    with torch.no_grad():
+        w = reference.model.lm_head.weight
+        w.add_(0.05 * torch.randn(w.shape, generator=torch.Generator().manual_seed(1)))
+    chains = prepare_level_batch(batch.samples, policy, reference.model, ctx, cfg)
+    return batch, pv, policy, reference, chains
+
+
+def test_level_alternatives_score_the_statement_tokens(examples, tokenizer, ctx):
+    cfg = RLConfig(algorithm="expected")
+    batch, _, policy, reference, chains = _level_setup(examples, tokenizer, ctx, cfg)
+    # example 1's last statement maps to no level ("who knows") but has a comma: it gets alternatives too
+    assert [c.steps for c in chains] == [len(examples[0].chain), len(examples[1].chain)]
+    c = chains[0]
+    own = c.tokens[4]  # step 0, level 5: the sentence the response itself wrote ("confidence 5/5.")
+    original = [int(x) for x in c.sample.rollout.tokens]
+    assert original[:len(own)] == own
+    # the five levels' statements are disjoint continuations of one prefix: probabilities sum to <= 1
+    probs = c.ref_level_logp.exp()
+    assert torch.all(probs.sum(1) <= 1 + 1e-5) and torch.all(probs > 0)
+    assert len(set(round(float(x), 6) for x in c.ref_level_logp[0])) == 5
+    # cross-check one level's log-prob through the SFT path (`VLM.encode` with a response + labels)
+    text = tokenizer.decode(c.tokens[2])  # step 0, level 3
+    enc = policy.encode([c.sample.prompt], [c.sample.image], responses=[text])
+    with torch.no_grad():
+        logits = reference.model(**{k: v for k, v in enc.items() if k != "labels"}).logits
+    labels = enc["labels"][0]
+    logp = torch.log_softmax(logits[0, :-1].float(), -1).gather(1, labels[1:].clamp_min(0).unsqueeze(1)).squeeze(1)
+    response_positions = (labels[1:] != -100).nonzero().squeeze(1)
+    start = c.starts[2]
+    region = response_positions[start:len(c.tokens[2])]  # eos excluded
+    assert float(logp[region].sum()) == pytest.approx(float(c.ref_level_logp[0, 2]), abs=1e-4)
+
+
+def test_level_update_raises_the_expected_reward(examples, tokenizer, ctx):
+    from mmboundary.training.rl_levels import level_update, prepare_level_batch
+
+    cfg = RLConfig(algorithm="expected", kl_coef=0.0, anchor_coef=0.0, ppo_epochs=1, minibatch_size=2, lr=3e-3)
+    batch, pv, policy, _, chains = _level_setup(examples, tokenizer, ctx, cfg)
+
+    def expected(model):
+        mine = prepare_level_batch(batch.samples, policy, model, ctx, cfg)
+        q = torch.cat([torch.softmax(m.ref_level_logp, -1) for m in mine])
+        return float((q * torch.cat([m.rewards for m in mine])).sum(1).mean())
+
+    before = expected(policy.model)
+    opt = torch.optim.Adam(pv.parameters(), lr=cfg.lr)
+    out = level_update(pv, policy, batch, chains, cfg, None, opt)
+    assert out["optimizer_steps"] == 1
+    assert out["expected_reward"] == pytest.approx(before, abs=1e-5)  # measured before the step
+    after = expected(policy.model)
+    assert after > before + 1e-4
+    # lr = 0: nothing moves
+    opt0 = torch.optim.SGD(pv.parameters(), lr=0.0)
+    level_update(pv, policy, batch, chains, cfg, None, opt0)
+    assert expected(policy.model) == pytest.approx(after, abs=1e-6)
+
+
+def test_expected_needs_the_statement_loss():
+    with pytest.raises(ValueError, match="loss_on: statements"):
+        RLConfig(algorithm="expected", loss_on="all")

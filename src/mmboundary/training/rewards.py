@@ -7,7 +7,13 @@ the paper names the three terms only):
 - R_EC,t = 1 - 2 * (p_t - y_t)^2, expected calibration, with p_t = p(L_expr,t) = (L - 0.5) / 5
   (`confidence.fusion.level_probability`); a bounded proper scoring rule (a rescaled Brier
   score), whose optimum is to state the true probability of being right.
-- R_CS,t = 1 - 2 * |L_expr,t - L_int,t| / 4, self-calibration: stated level vs internal level.
+- R_CS,t = 1 - 2 * |L_expr,t - L_int,t| / 4, self-calibration: stated level vs internal level
+  (`cs_scale="level"`, the default); or, with `cs_scale="probability"`, 1 - 2 * (p(L_expr,t) -
+  p(L_int,t))^2, the same squared-probability scale as R_EC (in [-0.28, 1]). On the level scale
+  one level of disagreement costs 0.5, more than R_EC can ever gain by moving one level (at most
+  0.8 * |pi - p_mid| per step), so the optimum is always the internal level; on the probability
+  scale one level costs 0.08, and with beta = gamma the expected optimum is the level nearest
+  (pi + p_int) / 2, halfway between the step's chance of being right and the internal confidence.
 - A step whose statement is unparsed (`expressed_level is None`) gets R_EC = R_CS = -1
   (`RewardConfig.unparsed_reward`); its R_KA is computed as usual.
 - Total R_t = alpha * R_KA,t + beta * R_EC,t + gamma * R_CS,t (defaults 1, 1, 1; a weight of 0
@@ -63,6 +69,8 @@ class RewardConfig:
       against. "answer" (default): the answer correctness a, since the final step states the
       answer and its confidence is the answer confidence that the answer-level ECE evaluates
       (method.md section 6); "step": the step's own y_t, like every other step.
+    - `cs_scale` **[choice]**: R_CS on the level scale (default, "level") or on R_EC's
+      squared-probability scale ("probability"); see the module docstring.
     """
 
     alpha: float = 1.0
@@ -70,8 +78,11 @@ class RewardConfig:
     gamma: float = 1.0
     unparsed_reward: float = -1.0
     final_ec_target: Literal["answer", "step"] = "answer"
+    cs_scale: Literal["level", "probability"] = "level"
 
     def __post_init__(self) -> None:
+        if self.cs_scale not in ("level", "probability"):
+            raise ValueError(f"cs_scale must be 'level' or 'probability', got {self.cs_scale!r}")
         if self.final_ec_target not in ("answer", "step"):
             raise ValueError(f"final_ec_target must be 'answer' or 'step', "
                              f"got {self.final_ec_target!r}")
@@ -96,15 +107,22 @@ def r_ec(expressed_level: int | None, correct: int, unparsed_reward: float = -1.
     return 1.0 - 2.0 * (p - correct) ** 2
 
 
-def r_cs(expressed_level: int | None, internal_level: int, unparsed_reward: float = -1.0) -> float:
-    """Self-calibration: R_CS = 1 - 2 * |L_expr - L_int| / 4; `unparsed_reward` if unparsed.
+def r_cs(expressed_level: int | None, internal_level: int, unparsed_reward: float = -1.0,
+         scale: Literal["level", "probability"] = "level") -> float:
+    """Self-calibration: R_CS = 1 - 2 * |L_expr - L_int| / 4 (`scale="level"`) or
+    1 - 2 * (p(L_expr) - p(L_int))^2 (`scale="probability"`); `unparsed_reward` if unparsed.
 
-    The divisor 4 = N_LEVELS - 1 is the largest possible level gap, so R_CS is in [-1, 1].
+    The divisor 4 = N_LEVELS - 1 is the largest possible level gap, so the level-scale R_CS is in
+    [-1, 1]; the probability-scale one is in [1 - 2 * 0.8^2, 1] = [-0.28, 1].
     """
-    level_probability(internal_level)  # validates the level
+    p_int = level_probability(internal_level)  # validates the level
     if expressed_level is None:
         return float(unparsed_reward)
-    level_probability(expressed_level)
+    p_expr = level_probability(expressed_level)
+    if scale == "probability":
+        return 1.0 - 2.0 * (p_expr - p_int) ** 2
+    if scale != "level":
+        raise ValueError(f"scale must be 'level' or 'probability', got {scale!r}")
     return 1.0 - 2.0 * abs(expressed_level - internal_level) / (N_LEVELS - 1)
 
 
@@ -112,7 +130,7 @@ def _one_step(step: RolloutStep, ka_target: int, ec_target: int,
               config: RewardConfig) -> StepRewards:
     ka = r_ka(ka_target)
     ec = r_ec(step.expressed_level, ec_target, config.unparsed_reward)
-    cs = r_cs(step.expressed_level, step.internal_level, config.unparsed_reward)
+    cs = r_cs(step.expressed_level, step.internal_level, config.unparsed_reward, config.cs_scale)
     total = config.alpha * ka + config.beta * ec + config.gamma * cs
     return StepRewards(r_ka=ka, r_ec=ec, r_cs=cs, total=total)
 

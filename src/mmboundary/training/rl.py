@@ -125,10 +125,17 @@ class RewardWeights(_Section):
     final_ec_target: Literal["answer", "step"] = Field(
         "answer", description="**[choice]** What the final step's R_EC is scored against: the answer "
         "correctness a ('answer', the answer-level confidence that ECE evaluates) or its own y_T ('step').")
+    cs_scale: Literal["level", "probability"] = Field(
+        "level", description="**[choice]** The scale of R_CS: 'level', 1 - 2|L_expr - L_int|/4 (one level of "
+        "disagreement costs 0.5, more than R_EC can gain, so the optimum is the internal level), or "
+        "'probability', 1 - 2(p(L_expr) - p(L_int))^2, R_EC's scale (one level costs 0.08; the expected "
+        "optimum is the level nearest the mean of the step's chance of being right and the internal "
+        "confidence). `training/rewards.py`.")
 
     def to_reward_config(self) -> RewardConfig:
         return RewardConfig(alpha=self.alpha, beta=self.beta, gamma=self.gamma,
-                            unparsed_reward=self.unparsed_reward, final_ec_target=self.final_ec_target)
+                            unparsed_reward=self.unparsed_reward, final_ec_target=self.final_ec_target,
+                            cs_scale=self.cs_scale)
 
 
 class RLConfig(_Section):
@@ -197,6 +204,23 @@ class RLConfig(_Section):
         "answer", description="**[choice]** y_t of a step whose truth cannot be decided (no scene to check "
         "against): the answer correctness a ('answer') or 0 ('wrong'). The built-in benchmark decides "
         "every step.")
+    algorithm: Literal["ppo", "expected"] = Field(
+        "ppo", description="'ppo': PPO on sampled statements (the paper; `advantage` says how advantages are "
+        "made). 'expected': the exact expected per-step reward over the five levels on the greedy chains "
+        "(`training/level_objective.py`): every level's reward is known once the step is written, so each "
+        "step's level distribution gets the all-actions gradient, with no sampling noise; the KL to the SFT "
+        "model is taken between level distributions (`kl_coef`) and the reasoning is held by `anchor_coef`. "
+        "`samples_per_question`, `temperature`, `sampling`, `advantage`, the clipping and the value head are "
+        "not used.")
+    level_phrasings: int = Field(
+        1, gt=0, description="With algorithm 'expected': statements per level whose probabilities make the "
+        "level's (the first N of each level's pool; a numeric mapper has one). **[choice]** 1, as the tiny "
+        "default's SFT data (`sft_data.statements_per_level`); set it to that value for another run.")
+    level_gradient: Literal["natural", "exact"] = Field(
+        "natural", description="With algorithm 'expected': 'exact', the gradient of the expected reward "
+        "(-q_l (R_l - E_q R) per level logit: a level the policy rarely states barely moves; measured: level 5 "
+        "never rose), or 'natural', each level logit moved by its centred advantage R_l - E_q R, the natural "
+        "policy gradient of a softmax (`level_objective.expected_level_loss`). **[choice]** 'natural'.")
     advantage: Literal["gae", "group", "statement"] = Field(
         "gae", description="'gae': GAE over tokens with the value head (the paper); 'group': critic-free, "
         "step returns normalised over each question's samples, the KL penalty then added to the loss; "
@@ -249,6 +273,9 @@ class RLConfig(_Section):
                              "loss_on: statements")
         if "sampling" not in self.model_fields_set and self.loss_on == "all":
             object.__setattr__(self, "sampling", "all")  # whole-response PPO samples whole responses
+        if self.algorithm == "expected" and self.loss_on != "statements":
+            raise ValueError("algorithm 'expected' trains the statements only (the anchor keeps the rest): "
+                             "set loss_on: statements")
         if self.sampling == "statements" and self.loss_on != "statements":
             raise ValueError("sampling 'statements' decodes the reasoning greedily, so its tokens are not "
                              "the policy's samples: set loss_on: statements")
@@ -362,6 +389,8 @@ class Sample:
     internal: tuple[int, ...] = ()
     answer_correct: int = 0
     dropped_steps: int = 0
+    parsed: Any = None
+    correct: tuple[int, ...] = ()
 
 
 @dataclass
@@ -465,7 +494,8 @@ def samples_from_ids(vlm, items: Sequence[tuple[int, Any]], ids: Sequence[Sequen
         rollout, dropped = build_rollout(ex.id, 0, x, ends, p, correct, levels, a)
         samples.append(Sample(rollout=rollout, prompt=prompts[ex.id], image=images[ex.id], text=text, group=g,
                               active=active, expressed=tuple(s.level for s in p.steps),
-                              internal=tuple(levels) if active else (), answer_correct=a, dropped_steps=dropped))
+                              internal=tuple(levels) if active else (), answer_correct=a, dropped_steps=dropped,
+                              parsed=p, correct=tuple(correct)))
     return samples
 
 
@@ -476,12 +506,13 @@ def collect_samples(vlm, examples: Sequence[Any], ctx: RolloutContext, cfg: RLCo
     state as it is (the caller seeds it)."""
     from mmboundary.data.images import load_image
 
-    k = cfg.samples_per_question
+    greedy = cfg.algorithm == "expected"
+    k = 1 if greedy else cfg.samples_per_question
     items = [(g, ex) for g, ex in enumerate(examples) for _ in range(k)]
     images = {ex.id: load_image(ex.image) for ex in examples}
     ids: list[list[int]] = []
     flags = None
-    if cfg.sampling == "statements":
+    if cfg.sampling == "statements" and not greedy:
         from mmboundary.training.sampling import token_flags
 
         flags = token_flags(vlm.tokenizer, int(vlm.model.get_output_embeddings().weight.shape[0]))
@@ -496,7 +527,7 @@ def collect_samples(vlm, examples: Sequence[Any], ctx: RolloutContext, cfg: RLCo
             processors = LogitsProcessorList([StatementSampling(*flags)])
         ids += vlm.generate_ids([ex.question for ex in chunk], [ex.choices for ex in chunk],
                                 [images[ex.id] for ex in chunk], max_new_tokens=cfg.max_new_tokens,
-                                do_sample=True, temperature=cfg.temperature, logits_processor=processors)
+                                do_sample=not greedy, temperature=cfg.temperature, logits_processor=processors)
     return samples_from_ids(vlm, items, ids, ctx, cfg)
 
 
@@ -1143,15 +1174,26 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         torch.manual_seed(_seed_for(seed, it, rank))
         samples = collect_samples(policy, mine, ctx, cfg)
         t_sample = time.time() - t0
+        expected = cfg.algorithm == "expected"
         samples = score_samples(pv, policy, reference.model if reference is not None else None, samples,
                                 cfg.forward_batch_size, reference_is_adapter_off=reference is None,
-                                temperature=cfg.temperature)
+                                temperature=1.0 if expected else cfg.temperature)
         batch = prepare_batch(samples, cfg, kl.value, accelerator)
         stats = rollout_stats(batch, accelerator)
+        if expected:
+            from mmboundary.training.rl_levels import prepare_level_batch
+
+            level_chains = prepare_level_batch(batch.samples, policy, reference.model if reference is not None
+                                               else None, ctx, cfg, reference_is_adapter_off=reference is None)
         gen = torch.Generator().manual_seed(_seed_for(seed, it, rank) + 1)
         t1 = time.time()
         try:
-            upd = ppo_update(pv_ddp, policy, batch, cfg, accelerator, opt, sched, gen)
+            if expected:
+                from mmboundary.training.rl_levels import level_update
+
+                upd = level_update(pv_ddp, policy, batch, level_chains, cfg, accelerator, opt, sched, gen)
+            else:
+                upd = ppo_update(pv_ddp, policy, batch, cfg, accelerator, opt, sched, gen)
         except _TooManyNonFinite as e:
             from mmboundary.errors import NonFiniteError
 
@@ -1169,11 +1211,19 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         if math.isfinite(observed):
             kl.update(observed, int(stats["responses"]))
         history.append(metrics)
-        log.info("rl iteration %d/%d: reward %.3f (KA %.3f EC %.3f CS %.3f) KL %.3f parse %.2f "
-                 "policy %.4f value %.4f clip %.3f (%.1fs)", it + 1, cfg.iterations, stats["reward/total"],
-                 stats["reward/r_ka"], stats["reward/r_ec"], stats["reward/r_cs"], observed,
-                 stats["parse_rate"], upd["policy_loss"], upd["value_loss"], upd["clip_fraction"],
-                 metrics["seconds/iteration"])
+        if expected:
+            log.info("rl iteration %d/%d: greedy reward %.3f (KA %.3f EC %.3f CS %.3f) expected %.3f level KL %.4f "
+                     "anchor %.4f modes %s parse %.2f (%.1fs)", it + 1, cfg.iterations, stats["reward/total"],
+                     stats["reward/r_ka"], stats["reward/r_ec"], stats["reward/r_cs"], upd["expected_reward"],
+                     upd["level_kl"], upd["kl_anchor"],
+                     "/".join(f"{upd[f'levels/mode_{lv}']:.2f}" for lv in range(1, N_LEVELS + 1)),
+                     stats["parse_rate"], metrics["seconds/iteration"])
+        else:
+            log.info("rl iteration %d/%d: reward %.3f (KA %.3f EC %.3f CS %.3f) KL %.3f parse %.2f "
+                     "policy %.4f value %.4f clip %.3f (%.1fs)", it + 1, cfg.iterations, stats["reward/total"],
+                     stats["reward/r_ka"], stats["reward/r_ec"], stats["reward/r_cs"], observed,
+                     stats["parse_rate"], upd["policy_loss"], upd["value_loss"], upd["clip_fraction"],
+                     metrics["seconds/iteration"])
         if main and metrics_path is not None:
             with open(metrics_path, "a", encoding="utf-8") as f:
                 f.write(json.dumps(_json_safe(metrics)) + "\n")
@@ -1247,6 +1297,7 @@ def run_rl_stage(run) -> dict:
     accelerator.wait_for_everyone()
     summary["train_questions"] = len(examples)
     summary["finetune"] = rl.finetune
+    summary["algorithm"] = rl.algorithm
     summary["advantage"] = rl.advantage
     summary["loss_on"] = rl.loss_on
     return summary
