@@ -102,3 +102,15 @@ def test_natural_gradient_moves_each_level_by_its_centred_advantage():
     assert abs(exact_g) < 1e-5 and float(rare.grad[0, 4]) == pytest.approx(-0.8, abs=1e-4)
     with pytest.raises(ValueError, match="gradient"):
         expected_level_loss(rare, rewards, torch.zeros(1, 5), 0.0, gradient="other")
+
+
+def test_a_temperature_keeps_the_gradient_of_a_rare_level():
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]])
+    rare = torch.tensor([[0.0, 0.0, 0.0, 0.0, -12.0]], requires_grad=True)
+    expected_level_loss(rare, rewards, torch.zeros(1, 5), 0.0, temperature=4.0).loss.backward()
+    # q_tau = softmax(z / 4): level 5 gets e^-3 / (4 + e^-3); d(-E_tau R)/dz_5 = -q5 (1 - q5) / 4
+    q5 = math.exp(-3) / (4 + math.exp(-3))
+    assert float(rare.grad[0, 4]) == pytest.approx(-q5 * (1 - q5) / 4, rel=1e-5)
+    # the returned expectation is still under q itself
+    out = expected_level_loss(rare, rewards, torch.zeros(1, 5), 0.0, temperature=4.0)
+    assert float(out.expected_reward[0]) == pytest.approx(math.exp(-12) / (4 + math.exp(-12)), rel=1e-4)

@@ -450,3 +450,28 @@ def test_level_update_raises_the_expected_reward(examples, tokenizer, ctx):
 def test_expected_needs_the_statement_loss():
     with pytest.raises(ValueError, match="loss_on: statements"):
         RLConfig(algorithm="expected", loss_on="all")
+
+
+def test_fresh_questions_are_new_benchmark_questions(tmp_path):
+    from mmboundary.config import load_config
+    from mmboundary.errors import ConfigError
+    from mmboundary.pipeline import load_split, run_stage
+    from mmboundary.runs import Run
+    from mmboundary.training.rl import rl_questions
+
+    cfg = load_config(None, ["data.benchmark.n_train=12", "data.benchmark.n_test=2", "data.benchmark.n_ood=2"])
+    run = Run.open(tmp_path / "run", cfg)
+    run_stage(run, "data")
+    run.stage_dir("rl").mkdir(parents=True, exist_ok=True)
+    train = load_split(run, "train")
+    rl = RLConfig(questions="fresh", iterations=3, rollout_batch_size=4)
+    fresh = rl_questions(run, rl)
+    assert len(fresh) == 12 and all(ex.id.startswith("fresh-") for ex in fresh)
+    assert all(Path(ex.image).is_file() and "questions" in Path(ex.image).parts for ex in fresh)
+    seen = {(ex.question, tuple(ex.answers)) for ex in train}
+    assert sum((ex.question, tuple(ex.answers)) in seen for ex in fresh) < len(fresh)  # another draw
+    assert [ex.model_dump() for ex in rl_questions(run, rl)] == [ex.model_dump() for ex in fresh]  # deterministic
+    assert [ex.id for ex in rl_questions(run, RLConfig(train_examples=5))] == [ex.id for ex in train[:5]]
+    other = Run.open(tmp_path / "jsonl", load_config(None, ["data.source=jsonl", "data.train=x.jsonl", "data.test=y.jsonl"]))
+    with pytest.raises(ConfigError, match="built-in benchmark"):
+        rl_questions(other, rl)

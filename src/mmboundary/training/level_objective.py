@@ -115,15 +115,15 @@ class LevelLoss:
 
 
 def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_level_logp: torch.Tensor,
-                        kl_coef: float, gradient: str = "natural") -> LevelLoss:
+                        kl_coef: float, gradient: str = "exact", temperature: float = 1.0) -> LevelLoss:
     """The negative objective over steps: q = softmax(level_logp) [S, 5] (the policy's level
     distribution), rewards R [S, 5], reference level log-probs (same shape, no gradient).
 
-    - `gradient="exact"`: loss = sum_t [ -sum_l q_t(l) R_t(l) + kl_coef * KL(q_t || q_ref,t) ],
+    - `gradient="exact"` (default): loss = sum_t [ -sum_l q_t(l) R_t(l) + kl_coef * KL(q_t || q_ref,t) ],
       whose gradient with respect to the level logits z = level_logp is -q_l (R_l - E_q R): a level
       the policy almost never states gets almost no gradient (the softmax policy gradient's
       plateau; measured on the tiny default: level 5 never rose).
-    - `gradient="natural"` (default): the policy-gradient term is replaced by the surrogate
+    - `gradient="natural"`: the policy-gradient term is replaced by the surrogate
       -sum_l sg(A_l - mean_l' A_l') z_l with A_l = R_l - E_q R, whose gradient with respect to z is
       the centred advantage itself: the natural policy gradient of a softmax policy (Kakade 2002,
       "A Natural Policy Gradient"; Agarwal et al. 2021, "On the Theory of Policy Gradient
@@ -132,7 +132,12 @@ def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_lev
       unchanged (softmax is shift invariant) and does not push the five statements' total
       probability up or down. The KL term is the same in both.
 
-    The returned `loss` differs in value between the two; `expected_reward` is E_q R in both."""
+    `temperature` (tau >= 1, 'exact' only): the expectation is taken under softmax(z / tau), a
+    flattened copy of q, so that the gradient of a rarely stated level, q_tau,l (R_l - E R) / tau,
+    does not vanish; its maximiser is the same best level, and the KL term and the returned
+    statistics use q itself (tau = 1).
+
+    The returned `loss` differs in value between the variants; `expected_reward` is E_q R."""
     if level_logp.shape != rewards.shape or level_logp.shape != ref_level_logp.shape:
         raise ValueError(f"shapes differ: {tuple(level_logp.shape)}, {tuple(rewards.shape)}, "
                          f"{tuple(ref_level_logp.shape)}")
@@ -145,8 +150,11 @@ def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_lev
     r = rewards.float()
     expected = (q * r).sum(-1)
     kl = (q * (logq - logq_ref)).sum(-1)
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
     if gradient == "exact":
-        pg = -expected
+        q_tau = q if temperature == 1.0 else torch.softmax(z / temperature, dim=-1)
+        pg = -(q_tau * r).sum(-1)
     else:
         adv = (r - expected.detach().unsqueeze(-1))
         adv = adv - adv.mean(-1, keepdim=True)

@@ -216,11 +216,17 @@ class RLConfig(_Section):
         1, gt=0, description="With algorithm 'expected': statements per level whose probabilities make the "
         "level's (the first N of each level's pool; a numeric mapper has one). **[choice]** 1, as the tiny "
         "default's SFT data (`sft_data.statements_per_level`); set it to that value for another run.")
-    level_gradient: Literal["natural", "exact"] = Field(
-        "natural", description="With algorithm 'expected': 'exact', the gradient of the expected reward "
-        "(-q_l (R_l - E_q R) per level logit: a level the policy rarely states barely moves; measured: level 5 "
-        "never rose), or 'natural', each level logit moved by its centred advantage R_l - E_q R, the natural "
-        "policy gradient of a softmax (`level_objective.expected_level_loss`). **[choice]** 'natural'.")
+    level_gradient: Literal["exact", "natural"] = Field(
+        "exact", description="With algorithm 'expected': 'exact', the gradient of the expected reward "
+        "(-q_l (R_l - E_q R) per level logit: a level the policy rarely states barely moves), or 'natural', "
+        "each level logit moved by its centred advantage R_l - E_q R, the natural policy gradient of a "
+        "softmax (`level_objective.expected_level_loss`). **[choice]** 'exact' (measured: 'natural' pushed "
+        "the bad levels' statements down without bound, the parse rate fell to 0.77 and accuracy by 20 "
+        "points; docs/results/rl.md).")
+    level_temperature: float = Field(
+        1.0, gt=0, description="With algorithm 'expected' and the exact gradient: the expectation is taken "
+        "under softmax(level log-probs / tau), so that rarely stated levels keep a gradient; the same best "
+        "level maximises it. **[choice]** 1.")
     advantage: Literal["gae", "group", "statement"] = Field(
         "gae", description="'gae': GAE over tokens with the value head (the paper); 'group': critic-free, "
         "step returns normalised over each question's samples, the KL penalty then added to the loss; "
@@ -264,6 +270,12 @@ class RLConfig(_Section):
         "sft", description="The model RL starts from and is kept near (KL): the SFT warm-up model (the method) "
         "or the vanilla model ('vanilla': the paper's DRL baseline, RL without the warm-up).")
     train_examples: int | None = Field(None, gt=0, description="Use only the first N train questions (None: all).")
+    questions: Literal["train", "fresh"] = Field(
+        "train", description="The questions RL rolls out on: the 'train' split (the questions the vanilla and SFT "
+        "models were trained on), or, on the built-in benchmark only, 'fresh' ones drawn for this stage "
+        "(`iterations * rollout_batch_size` in-distribution questions from benchmark seed 10000 + data.benchmark.seed, "
+        "a stream no split uses; written to `rl/questions/`), so that the rewards score the model on questions it "
+        "has not seen, as the test split does. **[choice]** 'train'.")
     seed: int | None = Field(None, description="Seed of question order and sampling (None: the run's seed).")
 
     @model_validator(mode="after")
@@ -1253,6 +1265,36 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
 
 # --- the stage ----------------------------------------------------------------------------------
 
+def rl_questions(run, rl: RLConfig, accelerator=None) -> list:
+    """The questions of the stage (`RLConfig.questions`): the train split, or fresh benchmark
+    questions drawn by the main process into `<run>/rl/questions/` and read by every process."""
+    from mmboundary.pipeline import load_split
+
+    if rl.questions == "train":
+        return load_split(run, "train", rl.train_examples)
+    data = run.config.data
+    if data.source != "benchmark":
+        from mmboundary.errors import ConfigError
+
+        raise ConfigError("rl.questions: 'fresh' draws new questions of the built-in benchmark; with "
+                          f"data.source {data.source!r} use 'train' (or point data.train at unseen questions)")
+    from mmboundary.data.benchmark.generate import generate_examples
+    from mmboundary.data.jsonl import read_examples, write_examples
+
+    n = rl.train_examples or rl.iterations * rl.rollout_batch_size
+    spec = data.benchmark.model_copy(update={"seed": 10_000 + data.benchmark.seed, "n_train": n})
+    folder = run.stage_dir("rl") / "questions"
+    path = folder / "questions.jsonl"
+    main = accelerator is None or accelerator.is_main_process
+    if main:
+        examples = [ex.model_copy(update={"id": f"fresh-{ex.id}"})
+                    for ex in generate_examples(spec, "train", folder / "images")]
+        write_examples(examples, path)
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+    return read_examples(path, check_images=False)
+
+
 def run_rl_stage(run) -> dict:
     """Stage `rl`: PPO from `<run>/sft/model` (the vanilla model with `rl.init='vanilla'`); writes
     `<run>/rl/model` (a plain Hugging Face checkpoint, LoRA merged), `<run>/rl/value_head.safetensors`, `<run>/rl/metrics.jsonl`,
@@ -1260,7 +1302,6 @@ def run_rl_stage(run) -> dict:
     The config section is `run.config.rl` (the defaults of `RLConfig` while the run config has
     none)."""
     from mmboundary.models import load_vlm
-    from mmboundary.pipeline import load_split
 
     cfg = run.config
     rl = getattr(cfg, "rl", None) or RLConfig()
@@ -1282,7 +1323,7 @@ def run_rl_stage(run) -> dict:
 
         enable_gradient_checkpointing(policy.model, in_eval_mode=True)  # PPO updates run in eval mode
     reference = None if rl.finetune == "lora" else load_vlm(start_model, cfg.model)
-    examples = load_split(run, "train", rl.train_examples)
+    examples = rl_questions(run, rl, accelerator)
     seed = rl.seed if rl.seed is not None else cfg.seed
     summary, pv = train_rl(policy, reference, examples, ctx, rl, seed=seed, accelerator=accelerator, out_dir=out)
     if accelerator.is_main_process:
@@ -1296,6 +1337,7 @@ def run_rl_stage(run) -> dict:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()
     summary["train_questions"] = len(examples)
+    summary["questions"] = rl.questions
     summary["finetune"] = rl.finetune
     summary["algorithm"] = rl.algorithm
     summary["advantage"] = rl.advantage

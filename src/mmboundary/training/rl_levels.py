@@ -189,7 +189,8 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
                 level_logp = level_logprobs(seq.view(n_steps, N_LEVELS * phrasings), phrasings)
                 rewards = torch.cat([c.rewards for c in chunk]).to(device)
                 ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
-                obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient)
+                obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
+                                          cfg.level_temperature)
                 loss = obj.loss * (world / max(g_steps, 1.0))
                 logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
                 la = torch.where(amask, ref_chain - logp, torch.zeros_like(logp))
