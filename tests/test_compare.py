@@ -483,3 +483,59 @@ def test_self_correction_rows_spec(tmp_path, no_models):
     status = {r.row: (r.status, r.reason) for r in results}
     assert status["self-correct-sft"][0] == "ok"
     assert status["self-correct-rl"] == ("unavailable", "the comparison has no rl stage (with_rl: false)")
+
+
+def test_a_changed_rl_setting_keeps_the_rows_that_do_not_depend_on_it(tmp_path, no_models):
+    spec = CompareSpec(methods=["vanilla", "sft_only", "full"], ablations=["wo_lnlp", "wo_r_ka"],
+                       baselines=[BaselineSpec(method="sc"), BaselineSpec(method="multisample")],
+                       corrections=[CorrectionSpec(model="vanilla"), CorrectionSpec(model="rl")], seeds=[0])
+    root = tmp_path / "cmp"
+    pipe, bcalls, ccalls = StubPipeline(), [], []
+    first = {r.row: r for r in run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls),
+                                           correction_runner=_stub_corrections(ccalls))}
+    assert all(r.status == "ok" for r in first.values()), {k: r.reason for k, r in first.items()}
+    pipe.calls.clear()
+    bcalls.clear()
+    ccalls.clear()
+    spec2 = spec.model_copy(update={"overrides": ["rl.lr=0.001"]})
+    second = {r.row: r for r in run_compare(spec2, root, pipeline_runner=pipe,
+                                            baseline_runner=_stub_baselines(bcalls),
+                                            correction_runner=_stub_corrections(ccalls))}
+    # the vanilla and SFT models' rows are reused; every row of the RL model is recomputed
+    for row in ("vanilla", "sft_only", "sc", "multisample", "self-correct-vanilla"):
+        assert second[row].model_dump() == first[row].model_dump(), row
+    assert sorted(c[0] for c in bcalls) == [] and sorted({c[0] for c in ccalls}) == ["self-correct-rl"]
+    # the full run of the old config was moved aside and forked: only rl and evaluate ran again
+    seed_root = root / "runs" / "seed0"
+    assert sorted(p.name for p in (seed_root / ".stale").iterdir()) == ["full-0", "wo_lnlp-0", "wo_r_ka-0"]
+    ran = sorted(pipe.calls)
+    assert [s for r, s in ran if r == "seed0/full"] == ["evaluate", "rl"]
+    assert [s for r, s in ran if r == "seed0/wo_r_ka"] == ["evaluate", "rl"]
+    assert [s for r, s in ran if r == "seed0/wo_lnlp"] == ["evaluate", "rl"]  # its own estimate and sft hold
+    assert second["full"].status == "ok" and second["full"].fingerprint != first["full"].fingerprint
+    from mmboundary.config import load_config
+
+    assert load_config(seed_root / "full" / "config.yaml").rl.lr == 0.001
+
+
+def test_results_saved_before_new_rl_fields_still_match():
+    from mmboundary.compare import _legacy_dump, _model_dump
+    from mmboundary.config import dump_config, load_config
+
+    cfg = load_config(None)
+    legacy = _legacy_dump(cfg)
+    assert legacy is not None and "algorithm" not in legacy and "cs_scale" not in legacy
+    import yaml
+
+    data = yaml.safe_load(dump_config(cfg))
+    for key in ("algorithm", "level_phrasings", "level_gradient", "level_temperature", "questions"):
+        del data["rl"][key]
+    del data["rl"]["reward"]["cs_scale"]
+    assert yaml.safe_load(legacy) == data
+    assert _legacy_dump(load_config(None, ["rl.algorithm=expected"])) is None  # not the earlier behaviour
+    # a model's part of the config leaves out the stages after it
+    vanilla, sft = _model_dump(cfg, "vanilla"), _model_dump(cfg, "sft")
+    changed = load_config(None, ["rl.lr=0.5", "sft.finetune=lora"])
+    assert _model_dump(changed, "vanilla") == vanilla and _model_dump(changed, "sft") != sft
+    assert _model_dump(load_config(None, ["rl.lr=0.5"]), "sft") == sft
+    assert _model_dump(cfg, "rl") == dump_config(cfg)

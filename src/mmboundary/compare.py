@@ -774,33 +774,126 @@ class _Display:
         (self.progress.console if self.enabled else self.console).print(line, highlight=False)
 
 
-def _baseline_fingerprint(b: BaselineSpec, full_cfg, full_dump: str, seed: int, splits) -> str:
-    """What a baseline row's saved result must match to be reused: the baseline, its resolved
-    config, the full run's config (`full_dump`, its `dump_config`) and the splits."""
+#: The stages whose config cannot change a model's results: the vanilla model's numbers do not
+#: depend on the statements, the SFT or the RL stage, the SFT model's not on the RL stage.
+_LATER_STAGES = {"vanilla": ("sft_data", "sft", "rl"), "sft": ("rl",), "rl": ()}
+
+
+def _model_dump(cfg, model: str, legacy: bool = False) -> str:
+    """The part of a run config that a row of `model` ('vanilla', 'sft' or 'rl') depends on, as
+    text for a fingerprint: the whole `dump_config` for the RL model; without the config sections
+    (and the `stages` entries) of the stages after the model was made otherwise, so that changing
+    e.g. the RL settings keeps the saved vanilla, SFT-only and baseline rows. `legacy`: the whole
+    `dump_config` for every model (the fingerprints of results saved before 2026-12-02's second
+    session, still accepted while the whole config is unchanged)."""
+    from mmboundary.config import dump_config
+    from mmboundary.runs import STAGE_SECTIONS
+
+    if legacy:
+        return _legacy_dump(cfg)
+    later = _LATER_STAGES[model]
+    if not later:
+        return dump_config(cfg)
+    data = cfg.model_dump(mode="json")
+    for stage in later:
+        for section in STAGE_SECTIONS[stage]:
+            data.pop(section, None)
+    data["stages"] = [s for s in data.get("stages", []) if s not in later]
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+#: Config fields added after the first saved results (docs/results/compare-default), with the
+#: values that reproduce the behaviour those results were computed with.
+_NEUTRAL_ADDITIONS: dict[tuple[str, ...], Any] = {
+    ("rl", "algorithm"): "ppo", ("rl", "level_phrasings"): 1, ("rl", "level_gradient"): "exact",
+    ("rl", "level_temperature"): 1.0, ("rl", "questions"): "train", ("rl", "reward", "cs_scale"): "level",
+}
+
+
+def _legacy_dump(cfg) -> str | None:
+    """`dump_config` of `cfg` as it read before the fields of `_NEUTRAL_ADDITIONS` existed, when
+    each of them holds its neutral value (else None: no earlier result can match)."""
+    import yaml
+
+    data = cfg.model_dump(mode="json")
+    for path, neutral in _NEUTRAL_ADDITIONS.items():
+        node = data
+        for key in path[:-1]:
+            node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or path[-1] not in node:
+            continue
+        if node[path[-1]] != neutral:
+            return None
+        del node[path[-1]]
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def _pipeline_fingerprint(cfg, model: str, legacy: bool = False) -> str:
+    """What a pipeline row's saved result must match to be reused: the model's part of the run
+    config (`_model_dump`) and the model."""
+    return _fingerprint({"config": _model_dump(cfg, model, legacy), "model": model})
+
+
+def _baseline_fingerprint(b: BaselineSpec, full_cfg, seed: int, splits, legacy: bool = False) -> str:
+    """The same for a baseline row: the baseline, its resolved config, the part of the full run's
+    config that the baseline's model depends on, and the splits."""
     return _fingerprint({"baseline": b.model_dump(mode="json"),
                          "config": b.resolved_config(full_cfg, seed).model_dump(mode="json"),
-                         "run": full_dump, "splits": splits})
+                         "run": _model_dump(full_cfg, b.model_name, legacy), "splits": splits})
 
 
-def _correction_fingerprint(c: CorrectionSpec, full_dump: str, seed: int, splits) -> str:
+def _correction_fingerprint(c: CorrectionSpec, full_cfg, seed: int, splits, legacy: bool = False) -> str:
     """The same for a self-correction row."""
     return _fingerprint({"correction": c.model_dump(mode="json"),
                          "config": c.resolved_config(seed).model_dump(mode="json"),
-                         "run": full_dump, "splits": splits})
+                         "run": _model_dump(full_cfg, c.model, legacy), "splits": splits})
 
 
-def _saved_if_current(root: Path, row: str, seed: int, fingerprint: str | None,
+def _current_run(path: Path, cfg, source: Path | None = None, overrides: Sequence[str] = ()):
+    """The run at `path` for config `cfg`: reopened when it was made with `cfg`; when it was made
+    with another config (the spec or a default changed since), it is moved to
+    `<its folder>/.stale/<name>-<k>` and replaced by a fork of it to `cfg` (its stages that the
+    change leaves valid are reused, e.g. everything before `rl` when only the RL settings
+    changed). A missing run is forked from `source` with `overrides` when `source` is given,
+    else created. Returns (run, stages reused)."""
+    import shutil
+
+    from mmboundary.config import config_diff, load_config
+    from mmboundary.runs import Run, fork_run
+
+    if (path / "config.yaml").exists():
+        if not config_diff(load_config(path / "config.yaml"), cfg):
+            return Run.open(path, cfg), []
+        stale_root = path.parent / ".stale"
+        stale_root.mkdir(parents=True, exist_ok=True)
+        k = 0
+        while (stale_root / f"{path.name}-{k}").exists():
+            k += 1
+        stale = stale_root / f"{path.name}-{k}"
+        shutil.move(str(path), str(stale))
+        log.info("%s was made with another config: moved to %s, forked from it", path, stale)
+        return fork_run(stale, path, config=cfg)
+    if source is not None and (source / "config.yaml").exists():
+        run, reused = fork_run(source, path, list(overrides))
+        diff = config_diff(run.config, cfg)
+        if diff:
+            raise RunError(f"{path}: the fork's config differs from the row's at {diff}")
+        return run, reused
+    return Run.open(path, cfg), []
+
+
+def _saved_if_current(root: Path, row: str, seed: int, fingerprints: Sequence[str],
                       statuses: tuple[str, ...] = ("ok",)) -> RowResult | None:
     """The saved result of (row, seed) when its status is one of `statuses` and its fingerprint is
-    `fingerprint` (the same config and settings), else None."""
+    one of `fingerprints` (the same config and settings), else None."""
     path = result_path(root, row, seed)
-    if fingerprint is None or not path.exists():
+    if not fingerprints or not path.exists():
         return None
     try:
         old = load_result(path)
     except RunError:
         return None
-    return old if old.status in statuses and old.fingerprint == fingerprint else None
+    return old if old.status in statuses and old.fingerprint in fingerprints else None
 
 
 def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
@@ -809,14 +902,13 @@ def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
     fingerprints `run_compare` writes), so that no run directory is needed; and the rows that need
     no run at all (unavailable in this config). A config that cannot be built reuses nothing (the
     run then reports the error)."""
-    from mmboundary.config import config_diff, dump_config
+    from mmboundary.config import config_diff
 
     try:
         full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
     except Exception:  # noqa: BLE001 - reported by the run itself
         return {}, set()
     free: set[str] = set()
-    full_dump = dump_config(full_cfg)
     out: dict[str, RowResult] = {}
     for kind, item in rows:
         if kind == "pipeline":
@@ -828,18 +920,19 @@ def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
             except Exception:  # noqa: BLE001
                 continue
             run_cfg = full_cfg if not item.own_run or not config_diff(full_cfg, cfg) else cfg
-            name, fp = item.name, _fingerprint({"config": dump_config(run_cfg), "model": row_model(item, run_cfg)})
+            model = row_model(item, run_cfg)
+            name, fps = item.name, [_pipeline_fingerprint(run_cfg, model, legacy) for legacy in (False, True)]
             statuses: tuple[str, ...] = ("ok",)
         elif kind == "baseline":
             name, statuses = item.row_name, ("ok", "not_applicable")
-            fp = _baseline_fingerprint(item, full_cfg, full_dump, seed, spec.splits)
+            fps = [_baseline_fingerprint(item, full_cfg, seed, spec.splits, legacy) for legacy in (False, True)]
         else:
             if item.model == "rl" and not spec.with_rl:
                 free.add(item.row_name)
                 continue
             name, statuses = item.row_name, ("ok",)
-            fp = _correction_fingerprint(item, full_dump, seed, spec.splits)
-        old = _saved_if_current(root, name, seed, fp, statuses)
+            fps = [_correction_fingerprint(item, full_cfg, seed, spec.splits, legacy) for legacy in (False, True)]
+        old = _saved_if_current(root, name, seed, fps, statuses)
         if old is not None:
             out[name] = old
     return out, free
@@ -857,8 +950,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
     `correction_runner(run, seed)` a callable (CorrectionSpec, split) -> CorrectionOutcome
     (default: self-correction on its models). They are parameters so the orchestration can be
     tested with stubs."""
-    from mmboundary.config import config_diff, dump_config
-    from mmboundary.runs import Run, fork_run
+    from mmboundary.config import config_diff
 
     root = Path(root_dir)
     root.mkdir(parents=True, exist_ok=True)
@@ -874,7 +966,6 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
     results: list[RowResult] = []
     rows = spec.rows()
     labels = [(r.name, r.label) if k == "pipeline" else (r.row_name, r.row_label) for k, r in rows]
-    base = dict(config=spec.config, with_rl=spec.with_rl)
 
     def finish(res: RowResult) -> RowResult:
         save_result(root, res)
@@ -922,7 +1013,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     display.start("full", seed, "the full method's run")
                 try:
                     full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
-                    full_run = Run.open(full_dir, full_cfg)
+                    full_run, _ = _current_run(full_dir, full_cfg)
                     before = _complete(full_run)
                     pipeline_runner(full_run)
                     full_info = {"stages_run": [s for s in _complete(full_run) if s not in before],
@@ -946,7 +1037,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         continue
                     try:
                         cfg = row_config(row.name, spec.config, overrides, spec.with_rl)
-                        reused: list[str] = []
+                        stages_reused: list[str] = []
                         note = None
                         if full_cfg is None or not row.own_run or not config_diff(full_cfg, cfg):
                             if full_error is not None:
@@ -958,16 +1049,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                                 note = "a model of the full method's run (no run of its own)" if not row.own_run \
                                     else "same config as the full method: its run"
                         else:
-                            target = seed_root / row.name
-                            if (target / "config.yaml").exists():
-                                run = Run.open(target, cfg)
-                            elif full_dir.joinpath("config.yaml").exists():
-                                run, reused = fork_run(full_dir, target, list(row.overrides))
-                                diff = config_diff(run.config, cfg)
-                                if diff:
-                                    raise RunError(f"{target}: the fork's config differs from the row's at {diff}")
-                            else:
-                                run = Run.open(target, cfg)
+                            run, stages_reused = _current_run(seed_root / row.name, cfg, full_dir, row.overrides)
                             before = _complete(run)
                             pipeline_runner(run)
                             ran = [s for s in _complete(run) if s not in before]
@@ -977,9 +1059,9 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                             **common, status="ok", splits=splits,
                             source={"run": str(run.root.relative_to(root)) if run.root.is_relative_to(root)
                                     else str(run.root), "model": model},
-                            stages_reused=reused, stages_run=ran,
+                            stages_reused=stages_reused, stages_run=ran,
                             seconds=full_info.get("seconds") if row.name == "full" else round(time.time() - t0, 2),
-                            fingerprint=_fingerprint({"config": dump_config(run.config), "model": model}),
+                            fingerprint=_pipeline_fingerprint(run.config, model),
                             note=note))
                     except Exception as e:  # noqa: BLE001 - recorded as a failed row, retried next time
                         finish(failed(row.name, row.label, row.kind, seed, e, t0, paper_row=row.paper_row))
@@ -998,7 +1080,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         if full_error is not None or full_run is None:
                             raise RunError(f"the full method's run {full_dir} failed: "
                                            f"{type(full_error).__name__}: {full_error}")
-                        fp = _baseline_fingerprint(b, full_run.config, dump_config(full_run.config), seed, spec.splits)
+                        fp = _baseline_fingerprint(b, full_run.config, seed, spec.splits)
                         runner = runner or baseline_runner(full_run, seed)
                         from mmboundary.pipeline import split_names
 
@@ -1043,7 +1125,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         if full_error is not None or full_run is None:
                             raise RunError(f"the full method's run {full_dir} failed: "
                                            f"{type(full_error).__name__}: {full_error}")
-                        fp = _correction_fingerprint(c, dump_config(full_run.config), seed, spec.splits)
+                        fp = _correction_fingerprint(c, full_run.config, seed, spec.splits)
                         crunner = crunner or correction_runner(full_run, seed)
                         from mmboundary.pipeline import split_names
 

@@ -200,8 +200,9 @@ def _link_tree(src: Path, dst: Path) -> None:
 
 
 def fork_run(source: str | Path, target: str | Path, overrides: list[str] | None = None,
-             reuse: list[str] | None = None) -> tuple[Run, list[str]]:
-    """A new run directory `target` whose config is `source`'s with `overrides` applied and
+             reuse: list[str] | None = None, config: RunConfig | None = None) -> tuple[Run, list[str]]:
+    """A new run directory `target` whose config is `source`'s with `overrides` applied (or
+    `config` itself, when given, instead of the overrides) and
     which starts with `source`'s completed stages that the change leaves valid
     (`reusable_stages`; `reuse` narrows them to the named ones). For ablations and seeds:
     the shared stages are computed once. Returns the new run and the stages it reused.
@@ -216,7 +217,9 @@ def fork_run(source: str | Path, target: str | Path, overrides: list[str] | None
     if target.exists():
         raise RunError(f"{target} exists: a fork needs a new folder")
     src_cfg = load_config(source / "config.yaml")
-    cfg = load_config(source / "config.yaml", overrides or [])
+    if config is not None and overrides:
+        raise ValueError("fork_run: give overrides or a config, not both")
+    cfg = config if config is not None else load_config(source / "config.yaml", overrides or [])
     valid = reusable_stages(src_cfg, cfg)
     if reuse is not None:
         bad = [s for s in reuse if s not in valid]

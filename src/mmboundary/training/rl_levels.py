@@ -35,7 +35,7 @@ from mmboundary.training.rollout import N_LEVELS
 
 log = logging.getLogger("mmboundary.rl")
 
-__all__ = ["LevelBatch", "LevelChain", "level_phrases", "level_update", "prepare_level_batch"]
+__all__ = ["LevelChain", "level_phrases", "level_update", "prepare_level_batch"]
 
 
 @dataclass(eq=False)
