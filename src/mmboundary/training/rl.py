@@ -52,6 +52,9 @@ Characters are mapped to sampled tokens through the decoded text of each prefix
 (`token_char_ends`). Internal confidence is computed, as everywhere in the project, on the
 canonical tokenization of the step text (`estimate_signals`).
 
+`algorithm: expected` replaces steps 2 and 5-7 by the exact expected per-step reward over the
+five levels on the greedy chains (`training/level_objective.py`, `training/rl_levels.py`).
+
 Departures from the paper (settings unconfirmed there): the tiny default model is trained in
 full (`finetune`); the learning rate is the paper's 1e-5, not yet tuned on the tiny model.
 """
