@@ -1142,6 +1142,9 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         raise ValueError(f"rl: rollout_batch_size {cfg.rollout_batch_size} is not divisible by the "
                          f"{world} processes")
     per_rank = cfg.rollout_batch_size // world
+    if cfg.algorithm == "expected" and world > 1:
+        raise ValueError("rl.algorithm 'expected' runs on one process (its multi-process update is not written "
+                         f"yet), not {world}; use algorithm 'ppo' with several processes")
     if cfg.finetune == "lora":
         from mmboundary.training.sft import _lora_wrap
 

@@ -11,8 +11,7 @@ Per iteration, on the greedy chains of the iteration's questions (`rl.collect_sa
    minibatch ONE forward pass of the policy over all its alternatives and its chains, loss =
    mean over the minibatch's steps of (-expected reward + kl_coef * KL(q || q_ref)) +
    anchor_coef * k3 KL to the SFT model on the chains' non-statement tokens (`rl.ppo_loss`'s
-   anchor), one optimiser step. Distributed: token/step means over the global minibatch, as
-   `rl.ppo_update` does.
+   anchor), one optimiser step. One process only for now (`train_rl` says so before it starts).
 """
 
 from __future__ import annotations
@@ -157,11 +156,11 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
     row_of = {id(s): i for i, s in enumerate(batch.samples)}
     totals: Counter = Counter()
     skipped = in_a_row = steps_taken = 0
+    if world > 1:
+        raise ValueError("rl.algorithm 'expected' runs on one process (its multi-process update is not "
+                         "written yet); use algorithm 'ppo' with several processes")
     n = len(chains)
-    # every process must take the same number of optimiser steps: pad to the longest shard
     n_batches = -(-n // cfg.minibatch_size) if n else 0
-    n_batches = int(max(_reduce_sum([n_batches], accelerator)[0] if world == 1 else
-                        accelerator.gather(torch.tensor([n_batches], device=device)).max().item(), 0))
     policy_value.eval()
     for _epoch in range(cfg.ppo_epochs):
         order = torch.randperm(n, generator=generator).tolist() if n else []
@@ -175,37 +174,32 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
             chain_tokens = [c.sample.rollout.tokens for c in chunk]
             n_alt = len(tokens)
             n_steps = sum(c.steps for c in chunk)
-            if chunk:
-                length = max(len(t) for t in chain_tokens)
-                amask = (batch.value_mask[rows, :length] & ~batch.policy_mask[rows, :length]).to(device)
-                ref_chain = batch.ref_logprobs[rows, :length].to(device)
-            g_steps, g_anchor = _reduce_sum([n_steps, int(amask.sum()) if chunk else 0], accelerator)
-            if chunk:
-                inputs, n_prompt = response_inputs(vlm, prompts + [c.sample.prompt for c in chunk],
-                                                   images + [c.sample.image for c in chunk],
-                                                   tokens + [list(t) for t in chain_tokens])
-                logits, _ = policy_value(**inputs)
-                seq = _sequence_logprobs(logits[:n_alt], n_prompt[:n_alt], tokens, starts)
-                level_logp = level_logprobs(seq.view(n_steps, N_LEVELS * phrasings), phrasings)
-                rewards = torch.cat([c.rewards for c in chunk]).to(device)
-                ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
-                obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
-                                          cfg.level_temperature)
-                loss = obj.loss * (world / max(g_steps, 1.0))
-                logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
-                la = torch.where(amask, ref_chain - logp, torch.zeros_like(logp))
-                ka = (torch.expm1(la) - la).sum()
-                if cfg.anchor_coef:
-                    loss = loss + cfg.anchor_coef * ka * (world / max(g_anchor, 1.0))
-                best = obj.probs.argmax(-1)
-                stats = {"expected_reward": float(obj.expected_reward.sum()), "level_kl": float(obj.kl.sum()),
-                         "kl_anchor": float(ka.detach()), "steps": float(n_steps),
-                         "anchor_tokens": float(amask.sum()),
-                         "level_entropy": float(-(obj.probs * obj.probs.clamp_min(1e-12).log()).sum()),
-                         **{f"mode_{lv}": float((best == lv - 1).sum()) for lv in range(1, N_LEVELS + 1)}}
-            else:  # an empty shard still joins the collective calls
-                loss = sum(p.sum() * 0.0 for p in policy_value.parameters())
-                stats = {}
+            length = max(len(t) for t in chain_tokens)
+            amask = (batch.value_mask[rows, :length] & ~batch.policy_mask[rows, :length]).to(device)
+            ref_chain = batch.ref_logprobs[rows, :length].to(device)
+            g_steps, g_anchor = float(n_steps), float(amask.sum())
+            inputs, n_prompt = response_inputs(vlm, prompts + [c.sample.prompt for c in chunk],
+                                               images + [c.sample.image for c in chunk],
+                                               tokens + [list(t) for t in chain_tokens])
+            logits, _ = policy_value(**inputs)
+            seq = _sequence_logprobs(logits[:n_alt], n_prompt[:n_alt], tokens, starts)
+            level_logp = level_logprobs(seq.view(n_steps, N_LEVELS * phrasings), phrasings)
+            rewards = torch.cat([c.rewards for c in chunk]).to(device)
+            ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
+            obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
+                                      cfg.level_temperature)
+            loss = obj.loss * (world / max(g_steps, 1.0))
+            logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
+            la = torch.where(amask, ref_chain - logp, torch.zeros_like(logp))
+            ka = (torch.expm1(la) - la).sum()
+            if cfg.anchor_coef:
+                loss = loss + cfg.anchor_coef * ka * (world / max(g_anchor, 1.0))
+            best = obj.probs.argmax(-1)
+            stats = {"expected_reward": float(obj.expected_reward.sum()), "level_kl": float(obj.kl.sum()),
+                     "kl_anchor": float(ka.detach()), "steps": float(n_steps),
+                     "anchor_tokens": float(amask.sum()),
+                     "level_entropy": float(-(obj.probs * obj.probs.clamp_min(1e-12).log()).sum()),
+                     **{f"mode_{lv}": float((best == lv - 1).sum()) for lv in range(1, N_LEVELS + 1)}}
             fault = None
             if _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]:
                 fault = "loss"
