@@ -877,6 +877,34 @@ def _check_in_a_row(count: int, cfg: RLConfig) -> None:
         raise _TooManyNonFinite(count)
 
 
+def optimiser_step(loss: torch.Tensor, module, cfg: RLConfig, accelerator, optimizer, scheduler=None) -> str | None:
+    """Backward, gradient clipping (`cfg.grad_clip`) and one optimiser (and scheduler) step, unless
+    the loss or the gradient norm is not finite: then the gradients are dropped, a warning is
+    logged and the fault ("loss" or "gradient norm") is returned, else None. Both checks are
+    all-reduced, so every process decides alike."""
+    fault = None
+    if _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]:
+        fault = "loss"
+    else:
+        if accelerator is not None:
+            accelerator.backward(loss)
+            norm = accelerator.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        else:
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+        if not bool(torch.isfinite(torch.as_tensor(norm)).all()):  # all-reduced: the same on every process
+            fault = "gradient norm"
+    if fault is not None:
+        log.warning("rl: non-finite %s in a minibatch, step skipped", fault)
+        optimizer.zero_grad(set_to_none=True)
+        return fault
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return None
+
+
 def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, optimizer,
                scheduler=None, generator: torch.Generator | None = None) -> dict[str, float]:
     """`cfg.ppo_epochs` passes of shuffled minibatches (`cfg.minibatch_size` samples per process)
@@ -915,30 +943,12 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
                                                  temperature=cfg.temperature)
             loss, stats = ppo_loss(logp, vals, ent, mb, cfg, batch.kl_coef, max(g_p, 1.0), max(g_v, 1.0), world,
                                    max(g_a, 1.0))
-            fault = None
-            if _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]:
-                fault = "loss"
-            else:
-                if accelerator is not None:
-                    accelerator.backward(loss)
-                    norm = accelerator.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
-                else:
-                    loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
-                if not bool(torch.isfinite(torch.as_tensor(norm)).all()):  # all-reduced: the same on every process
-                    fault = "gradient norm"
-            if fault is not None:
+            if optimiser_step(loss, policy_value, cfg, accelerator, optimizer, scheduler) is not None:
                 skipped += 1
                 in_a_row += 1
-                log.warning("rl: non-finite %s in a minibatch, step skipped", fault)
-                optimizer.zero_grad(set_to_none=True)
                 _check_in_a_row(in_a_row, cfg)
                 continue
             in_a_row = 0
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             steps += 1
             totals.update(stats)
     keys = sorted(totals)

@@ -147,7 +147,7 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
     `chains` (one optimiser step each); `batch`: the iteration's `PPOBatch` of the same greedy
     chains, whose reference log-probs and statement masks give the anchor term. Returns
     token/step-weighted means of the statistics over the update (all processes)."""
-    from mmboundary.training.rl import _check_in_a_row, _reduce_sum, response_inputs, response_scores
+    from mmboundary.training.rl import _check_in_a_row, _reduce_sum, optimiser_step, response_inputs, response_scores
 
     world = accelerator.num_processes if accelerator is not None else 1
     generator = generator or torch.Generator().manual_seed(0)
@@ -200,30 +200,12 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
                      "anchor_tokens": float(amask.sum()),
                      "level_entropy": float(-(obj.probs * obj.probs.clamp_min(1e-12).log()).sum()),
                      **{f"mode_{lv}": float((best == lv - 1).sum()) for lv in range(1, N_LEVELS + 1)}}
-            fault = None
-            if _reduce_sum([0.0 if torch.isfinite(loss) else 1.0], accelerator)[0]:
-                fault = "loss"
-            else:
-                if accelerator is not None:
-                    accelerator.backward(loss)
-                    norm = accelerator.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
-                else:
-                    loss.backward()
-                    norm = torch.nn.utils.clip_grad_norm_(policy_value.parameters(), cfg.grad_clip)
-                if not bool(torch.isfinite(torch.as_tensor(norm)).all()):
-                    fault = "gradient norm"
-            if fault is not None:
+            if optimiser_step(loss, policy_value, cfg, accelerator, optimizer, scheduler) is not None:
                 skipped += 1
                 in_a_row += 1
-                log.warning("rl: non-finite %s in a minibatch, step skipped", fault)
-                optimizer.zero_grad(set_to_none=True)
                 _check_in_a_row(in_a_row, cfg)
                 continue
             in_a_row = 0
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
             steps_taken += 1
             totals.update(stats)
     keys = sorted(set(totals) | {"steps", "anchor_tokens"})
