@@ -44,6 +44,7 @@ REPO = Path(__file__).resolve().parents[1]
     ("wo_r_ka", ["rl.reward.alpha"]),
     ("wo_r_ec", ["rl.reward.beta"]),
     ("wo_r_cs", ["rl.reward.gamma"]),
+    ("expected", ["rl.algorithm", "rl.level_temperature", "rl.reward.gamma"]),
     ("sft_only", []),
     ("vanilla", []),
     ("full", []),

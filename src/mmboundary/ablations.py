@@ -18,6 +18,7 @@ valid (`runs.reusable_stages`), so the shared stages are computed once.
 | `wo_mapping` | `statements.kind=numeric` ("confidence 4/5" instead of a statement) | rl | w/o S-S mapping |
 | `wo_r_ka` / `wo_r_ec` / `wo_r_cs` | `rl.reward.alpha=0` / `beta=0` / `gamma=0` | rl | w/o that reward |
 | `drl` | `rl.init=vanilla`, stages without `sft_data` / `sft` | rl | DRL (baseline) |
+| `expected` | `rl.algorithm=expected`, `rl.level_temperature=3`, `rl.reward.gamma=0` | rl | - (this project's RL variant) |
 | `sayself` | - (no switch: answer-level statements are not in the config) | - | SaySelf (baseline) |
 
 Rows the config cannot express yet are not faked: `row_availability` validates the overlay against
@@ -110,6 +111,13 @@ _ROWS: list[Row] = [
         overrides=("rl.init=vanilla", _stages(("data", "base", "estimate", "rl", "evaluate"))), model="rl",
         needs_rl=True, description="PPO straight from the vanilla model, no SFT warm-up (method.md section 7): "
         "`rl.init=vanilla`; the vanilla model never wrote a statement, so its steps start unparsed."),
+    Row(name="expected", label="SFT + expected-reward RL, w/o R_CS (this project)", kind="method",
+        group="method", overrides=("rl.algorithm=expected", "rl.level_temperature=3", "rl.reward.gamma=0"),
+        model="rl", needs_rl=True,
+        description="Not in the paper: the rl stage maximises the exact expected per-step reward over the five "
+        "levels (`rl.algorithm: expected`, training/level_objective.py) with R_KA + R_EC, the setting that "
+        "kept the SFT model's calibration on the tiny default where PPO with the paper's reward made it worse "
+        "(docs/results/rl.md)."),
     Row(name="sft_only", label="MMBoundary w/o RL (SFT only)", kind="method", group="method", own_run=False,
         model="sft", paper_row="MMBoundary w/o RL (SFT only)",
         description="The full method's warm-up model (its `sft` stage), before PPO: the paper's 'w/o RL' row."),

@@ -279,7 +279,8 @@ class CompareSpec(BaseModel):
     config: Path | None = None
     overrides: list[str] = Field(default_factory=list)
     with_rl: bool = True
-    methods: list[str] = Field(default_factory=lambda: ["vanilla", "sayself", "drl", "sft_only", "full"])
+    methods: list[str] = Field(default_factory=lambda: ["vanilla", "sayself", "drl", "expected", "sft_only",
+                                                        "full"])
     ablations: list[str] = Field(default_factory=lambda: [
         "wo_lnlp", "wo_mte", "wo_token_sar", "wo_clip_score", "max_pooling", "wo_mapping",
         "wo_r_ka", "wo_r_ec", "wo_r_cs"])
