@@ -13,16 +13,12 @@ from typer.testing import CliRunner
 
 from mmboundary.api import LEVEL_STYLES, Answer, Step, answer_table, load
 from mmboundary.cli import app
-from mmboundary.config import load_config
-from mmboundary.confidence.fusion import Levels, Normalizer, SignalRange
 from mmboundary.correction import CorrectionConfig
 from mmboundary.errors import DataError, RunError
-from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
-from mmboundary.runs import Run
 from mmboundary.statements.chain_format import write_chain
 
-SPEC = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
-                 vision_num_layers=1, vision_intermediate_size=64, max_length=160)
+from _tiny_run import build_tiny_run  # noqa: E402  (tests/ is on the path)
+
 QUESTION = "How many circles are there?"
 
 
@@ -34,25 +30,9 @@ def examples(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, examples):
+def tiny_run(tmp_path_factory):
     """A run with complete base (vanilla model), estimate (normaliser, levels) and sft stages."""
-    from mmboundary.training.base import tokenizer_corpus
-
-    tokenizer = train_tokenizer(tokenizer_corpus(examples) + [f"confidence {k}/5" for k in range(1, 6)] * 5, 500)
-    root = tmp_path_factory.mktemp("run") / "r"
-    cfg = load_config(None, ["statements.kind=numeric", "estimate.signals=[lnlp,mte]",
-                             "estimate.fusion.ablate=[token_sar,clip_score]", "generation.max_new_tokens=16",
-                             "device=cpu"])
-    run = Run.open(root, cfg)
-    build_tiny(tokenizer, SPEC, seed=0).save(root / "base" / "model")
-    run.mark_complete("base")
-    Normalizer(ranges={"lnlp": SignalRange(lo=1.0, hi=500.0, count=10),
-                       "mte": SignalRange(lo=0.0, hi=7.0, count=10)}).save(root / "estimate" / "normalizer.json")
-    Levels(kind="meanstd", thresholds=(0.2, 0.4, 0.6, 0.8), mean=0.5, std=0.2, count=10).save(
-        root / "estimate" / "levels.json")
-    run.mark_complete("estimate")
-    build_tiny(tokenizer, SPEC, seed=1).save(root / "sft" / "model")
-    run.mark_complete("sft")
+    root, _ = build_tiny_run(tmp_path_factory.mktemp("run") / "r", tmp_path_factory.mktemp("run-images"))
     return root
 
 

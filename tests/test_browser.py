@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from test_serve import QUESTION, Server, build_tiny_run, post_ask, write_results
+from _tiny_run import build_tiny_run
+from test_serve import QUESTION, Server, post_ask, write_results
 
 from mmboundary.serve.app import LEVEL_COLOURS, NO_LEVEL_COLOUR
 
