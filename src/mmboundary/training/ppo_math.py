@@ -28,6 +28,7 @@ __all__ = [
     "batch_token_mask",
     "clip_fraction",
     "entropy_from_logits",
+    "k3_kl_sum",
     "masked_entropy",
     "policy_loss",
     "statement_token_mask",
@@ -104,6 +105,15 @@ def approx_kl(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     m = mask.to(torch.bool)
     lr = torch.where(m, log_ratio.detach(), torch.zeros_like(log_ratio))
     return masked_mean(torch.expm1(lr) - lr, m)
+
+
+def k3_kl_sum(logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over the masked tokens of the k3 estimate of KL(pi || pi_ref) on tokens of pi:
+    (r - 1) - log r with log r = ref_logp - logp; non-negative on every token, differentiable in
+    `logp` (the caller divides by its token count)."""
+    _check_shapes(logp, ref_logp, mask)
+    lr = torch.where(mask.to(torch.bool), ref_logp - logp, torch.zeros_like(logp))
+    return (torch.expm1(lr) - lr).sum()
 
 
 def value_loss(values_new: torch.Tensor, values_old: torch.Tensor, returns: torch.Tensor,

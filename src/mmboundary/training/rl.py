@@ -77,7 +77,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from mmboundary.training.advantages import broadcast_step_values, gae, group_normalized_step_advantages, whiten
-from mmboundary.training.ppo_math import batch_token_mask, entropy_from_logits, policy_loss, value_loss
+from mmboundary.training.ppo_math import batch_token_mask, entropy_from_logits, k3_kl_sum, policy_loss, value_loss
 from mmboundary.training.rewards import (
     AdaptiveKLController,
     FixedKLController,
@@ -614,6 +614,16 @@ def response_scores(logits: torch.Tensor, values: torch.Tensor | None, prompt_le
     return logp, vals, ent, mask
 
 
+def reference_logits(model, reference_model, inputs: Mapping[str, Any], adapter_off: bool = False) -> torch.Tensor:
+    """Logits of the frozen reference (the SFT model) on `inputs`: `reference_model` in eval mode,
+    or, with LoRA (`adapter_off`), the policy `model` with its adapters disabled."""
+    if adapter_off:
+        with model.disable_adapter():
+            return model(**inputs, use_cache=False).logits
+    reference_model.eval()
+    return reference_model(**inputs, use_cache=False).logits
+
+
 @torch.no_grad()
 def score_samples(policy_value, vlm, reference_model, samples: Sequence[Sample], batch_size: int,
                   reference_is_adapter_off: bool = False, temperature: float = 1.0) -> list[Sample]:
@@ -630,12 +640,7 @@ def score_samples(policy_value, vlm, reference_model, samples: Sequence[Sample],
         try:
             logits, values = policy_value(**inputs)
             logp, vals, _, _ = response_scores(logits, values, n_prompt, tokens, temperature=temperature)
-            if reference_is_adapter_off:
-                with model.disable_adapter():
-                    ref_logits = model(**inputs, use_cache=False).logits
-            else:
-                reference_model.eval()
-                ref_logits = reference_model(**inputs, use_cache=False).logits
+            ref_logits = reference_logits(model, reference_model, inputs, reference_is_adapter_off)
             ref_logp, _, _, _ = response_scores(ref_logits, None, n_prompt, tokens, temperature=temperature)
         finally:
             policy_value.train(was_training)
@@ -837,8 +842,7 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
                 term = term - cfg.ent_coef * ent
         # KL to the reference on the sampled tokens (k3, non-negative), always logged; in the loss
         # only in 'group' mode (with GAE it is part of the reward).
-        lr = torch.where(pmask, mb["ref_logprobs"] - logp_new, torch.zeros_like(logp_new))
-        kl = (torch.expm1(lr) - lr).sum() / n_p
+        kl = k3_kl_sum(logp_new, mb["ref_logprobs"], pmask) / n_p
         stats["kl_ref"] = float(kl.detach()) * n_p
         if cfg.advantage != "gae" and kl_coef:
             term = term + kl_coef * kl
@@ -848,8 +852,7 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
     stats["anchor_tokens"] = float(n_a)
     stats["kl_anchor"] = 0.0
     if cfg.loss_on == "statements" and n_a:
-        la = torch.where(amask, mb["ref_logprobs"] - logp_new, torch.zeros_like(logp_new))
-        ka = (torch.expm1(la) - la).sum() / n_a
+        ka = k3_kl_sum(logp_new, mb["ref_logprobs"], amask) / n_a
         stats["kl_anchor"] = float(ka.detach()) * n_a
         if cfg.anchor_coef:
             loss = loss + cfg.anchor_coef * ka * (n_a * world_size / max(global_anchor_tokens, 1.0))
@@ -1152,6 +1155,7 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         raise ValueError(f"rl: rollout_batch_size {cfg.rollout_batch_size} is not divisible by the "
                          f"{world} processes")
     per_rank = cfg.rollout_batch_size // world
+    from mmboundary.training.rl_levels import level_update, prepare_level_batch  # it imports this module
     if cfg.algorithm == "expected" and world > 1:
         raise ValueError("rl.algorithm 'expected' runs on one process (its multi-process update is not written "
                          f"yet), not {world}; use algorithm 'ppo' with several processes")
@@ -1209,16 +1213,12 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
         batch = prepare_batch(samples, cfg, kl.value, accelerator)
         stats = rollout_stats(batch, accelerator)
         if expected:
-            from mmboundary.training.rl_levels import prepare_level_batch
-
             level_chains = prepare_level_batch(batch.samples, policy, reference.model if reference is not None
                                                else None, ctx, cfg, reference_is_adapter_off=reference is None)
         gen = torch.Generator().manual_seed(_seed_for(seed, it, rank) + 1)
         t1 = time.time()
         try:
             if expected:
-                from mmboundary.training.rl_levels import level_update
-
                 upd = level_update(pv_ddp, policy, batch, level_chains, cfg, accelerator, opt, sched, gen)
             else:
                 upd = ppo_update(pv_ddp, policy, batch, cfg, accelerator, opt, sched, gen)

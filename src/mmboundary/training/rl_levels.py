@@ -30,6 +30,7 @@ from mmboundary.training.level_objective import (
     level_logprobs,
     level_reward_table,
 )
+from mmboundary.training.ppo_math import k3_kl_sum
 from mmboundary.training.rollout import N_LEVELS
 
 log = logging.getLogger("mmboundary.rl")
@@ -109,7 +110,7 @@ def prepare_level_batch(samples: Sequence[Any], vlm, reference_model, ctx, cfg,
                         reference_is_adapter_off: bool = False) -> list[LevelChain]:
     """The `LevelChain` of every active sample (greedy chains): alternatives, reward table and
     the reference model's level log-probabilities (`cfg.forward_batch_size` sequences per pass)."""
-    from mmboundary.training.rl import response_inputs
+    from mmboundary.training.rl import reference_logits, response_inputs
 
     phrases = level_phrases(ctx.mapper, cfg.level_phrasings)
     k = len(phrases[0])
@@ -129,12 +130,7 @@ def prepare_level_batch(samples: Sequence[Any], vlm, reference_model, ctx, cfg,
         for i in range(0, len(tokens), cfg.forward_batch_size):
             chunk, first = tokens[i:i + cfg.forward_batch_size], starts[i:i + cfg.forward_batch_size]
             inputs, n_prompt = response_inputs(vlm, [s.prompt] * len(chunk), [s.image] * len(chunk), chunk)
-            if reference_is_adapter_off:
-                with model.disable_adapter():
-                    logits = model(**inputs, use_cache=False).logits
-            else:
-                reference_model.eval()
-                logits = reference_model(**inputs, use_cache=False).logits
+            logits = reference_logits(model, reference_model, inputs, reference_is_adapter_off)
             seq.append(_sequence_logprobs(logits, n_prompt, chunk, first).float().cpu())
         ref = level_logprobs(torch.cat(seq).view(len(kept), N_LEVELS * k), k)
         out.append(LevelChain(sample=s, tokens=tokens, starts=starts, rewards=rewards, ref_level_logp=ref))
@@ -177,7 +173,6 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
             length = max(len(t) for t in chain_tokens)
             amask = (batch.value_mask[rows, :length] & ~batch.policy_mask[rows, :length]).to(device)
             ref_chain = batch.ref_logprobs[rows, :length].to(device)
-            g_steps, g_anchor = float(n_steps), float(amask.sum())
             inputs, n_prompt = response_inputs(vlm, prompts + [c.sample.prompt for c in chunk],
                                                images + [c.sample.image for c in chunk],
                                                tokens + [list(t) for t in chain_tokens])
@@ -188,12 +183,11 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
             ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
             obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
                                       cfg.level_temperature)
-            loss = obj.loss * (world / max(g_steps, 1.0))
+            loss = obj.loss / max(n_steps, 1)
             logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
-            la = torch.where(amask, ref_chain - logp, torch.zeros_like(logp))
-            ka = (torch.expm1(la) - la).sum()
+            ka = k3_kl_sum(logp, ref_chain, amask)
             if cfg.anchor_coef:
-                loss = loss + cfg.anchor_coef * ka * (world / max(g_anchor, 1.0))
+                loss = loss + cfg.anchor_coef * ka / max(int(amask.sum()), 1)
             best = obj.probs.argmax(-1)
             stats = {"expected_reward": float(obj.expected_reward.sum()), "level_kl": float(obj.kl.sum()),
                      "kl_anchor": float(ka.detach()), "steps": float(n_steps),
