@@ -218,6 +218,16 @@ def test_report_rebuilt_from_saved_results(tmp_path, no_models):
     assert full.paper == {"A-OKVQA": (.316, .304, .835, .661), "ScienceQA": (.354, .392, .703, .565)}
     assert {r.row: r for r in report.tables[1].rows}["full"].paper == {"CulturalVQA": (.337, .361, .448, .665)}
     assert test["vanilla"].paper == {}
+    # paired with the full method on the seeds both have (full: 0.1, 0.2, 0.3)
+    assert full.mece_by_seed == pytest.approx({0: 0.1, 1: 0.2, 2: 0.3}) and full.mece_vs_full is None
+    assert sft.mece_vs_full.values == pytest.approx([0.3, 0.3])  # seeds 0 and 1 only (seed 2 failed)
+    assert sft.mece_vs_full.std == pytest.approx(0.0) and sft.lower_than_full == 0
+    wo = test["wo_r_ka"]  # 0.35 on every seed
+    assert wo.mece_vs_full.values == pytest.approx([0.25, 0.15, 0.05])
+    assert wo.mece_vs_full.mean == pytest.approx(0.15) and wo.mece_vs_full.std == pytest.approx(0.1)
+    van = test["vanilla"]  # 0.3 on every seed: ties the full method on seed 2, never lower
+    assert van.mece_vs_full.values == pytest.approx([0.2, 0.1, 0.0]) and van.lower_than_full == 0
+    assert test["drl"].mece_vs_full is None and test["drl"].mece_by_seed == {}
 
     paths = write_report(report, root / "report")
     md = (root / "report" / "report.md").read_text()
@@ -234,6 +244,11 @@ def test_report_rebuilt_from_saved_results(tmp_path, no_models):
     assert "not applicable: the tiny model" in lines["DPV, vanilla model"]
     assert "unavailable: no rl.init switch" in lines["DRL (RL without warm-up)"]
     assert "The full method has the lowest MECE" in md
+    assert "lower on every common seed: no row" in md
+    paired = md.split("## test (in-domain)")[1].split("## OOD")[0].split("MECE by seed")[1]
+    assert "| w/o R_KA | 0.350 | 0.350 | 0.350 | +0.150 ± 0.100 | 0 of 3 |" in paired
+    assert "| MMBoundary w/o RL (SFT only) | 0.400 | 0.500 | - | +0.300 ± 0.000 | 0 of 2 |" in paired
+    assert "| MMBoundary (full) | 0.100 | 0.200 | 0.300 | - | - |" in paired
     assert "w/o R_KA: worse than the full method on" in md
     assert "| SaySelf | .345 / .384 / .734 / .603" in md  # the paper's whole table
 

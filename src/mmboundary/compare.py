@@ -1205,6 +1205,14 @@ class ReportRow(BaseModel):
         default_factory=dict, description="Self-correction rows: over seeds, the model's accuracy and MECE "
         "without it (`acc_without`, `mece_without`), the accuracy change (`acc_gain`), the extra tokens "
         "per greedy token (`extra_token_ratio`) and the steps replaced per question (`replaced_per_question`).")
+    mece_by_seed: dict[int, float] = Field(
+        default_factory=dict, description="The row's MECE on each seed that has one.")
+    mece_vs_full: Stat | None = Field(
+        None, description="Paired with the full method: the row's MECE minus the full method's on the same "
+        "seed, over the seeds both have (the seed spread of a trained model is often larger than the gap "
+        "between two rows' means, and the means may be over different seeds).")
+    lower_than_full: int | None = Field(
+        None, description="On how many of those seeds the row's MECE is below the full method's.")
     step_confidence: list[float] = Field(default_factory=list, exclude=True)
     step_correct: list[int] = Field(default_factory=list, exclude=True)
 
@@ -1265,6 +1273,18 @@ def _findings(split: str, rows: list[ReportRow]) -> list[str]:
         out.append(f"The full method does NOT have the lowest MECE here: its MECE is {fm.mean:.3f}{spread}, rank "
                    f"{ranked.index(full) + 1} of {len(ranked)}; lower: "
                    + ", ".join(f"{r.label} ({r.stats['mece'].mean:.3f})" for r in lower) + ".")
+    if full is not None:
+        paired = [r for r in ok.values() if r.mece_vs_full is not None and r.mece_vs_full.n > 1]
+        always = [r for r in paired if r.lower_than_full == r.mece_vs_full.n]
+        never = [r for r in paired if r.lower_than_full == 0]
+        if paired:
+            out.append("Paired with the full method on the same seeds (MECE, row minus full): lower on every common "
+                       "seed: " + (", ".join(f"{r.label} ({r.mece_vs_full.mean:+.3f}, {r.mece_vs_full.n} seeds)"
+                                            for r in always) or "no row")
+                       + "; lower on no common seed: "
+                       + (", ".join(f"{r.label} ({r.mece_vs_full.mean:+.3f}, {r.mece_vs_full.n} seeds)"
+                                    for r in never) or "no row")
+                       + "; the other rows change sign between seeds.")
     sft = ok.get("sft_only")
     if full is not None and sft is not None:
         paper = PAPER_TABLE["MMBoundary"]
@@ -1284,6 +1304,23 @@ def _findings(split: str, rows: list[ReportRow]) -> list[str]:
                        + (f" ({', '.join(dict((c, h) for c, h, _ in COLUMNS)[c] for c in worse)})" if worse else "")
                        + ".")
     return out
+
+
+def _pair_with_full(rows: list[ReportRow]) -> None:
+    """Fill each row's `mece_vs_full` / `lower_than_full` from the seeds it shares with the full
+    method's row (in place; nothing when there is no full row with MECE)."""
+    full = next((r for r in rows if r.row == "full" and r.mece_by_seed), None)
+    if full is None:
+        return
+    for r in rows:
+        if r is full:
+            continue
+        common = sorted(set(r.mece_by_seed) & set(full.mece_by_seed))
+        if not common:
+            continue
+        diffs = [r.mece_by_seed[s] - full.mece_by_seed[s] for s in common]
+        r.mece_vs_full = Stat.of(diffs)
+        r.lower_than_full = sum(d < 0 for d in diffs)
 
 
 def build_report(root_dir: str | Path) -> Report:
@@ -1360,6 +1397,8 @@ def build_report(root_dir: str | Path) -> Report:
                         "extra_token_ratio": Stat.of([e.get("compute", {}).get("extra_token_ratio") for e in ex]),
                         "replaced_per_question": Stat.of([e.get("compute", {}).get("replaced_steps_per_question")
                                                           for e in ex])}
+                rr.mece_by_seed = {r.seed: r.splits[split].report.mece for r in sorted(have, key=lambda r: r.seed)
+                                   if r.splits[split].report.mece is not None}
                 for r in sorted(have, key=lambda r: r.seed):
                     rr.step_confidence += r.splits[split].step_confidence
                     rr.step_correct += r.splits[split].step_correct
@@ -1374,6 +1413,7 @@ def build_report(root_dir: str | Path) -> Report:
                 reasons = {r.reason for r in per.values() if r.reason}
                 rr.reason = "; ".join(sorted(reasons)) if len(reasons) > 1 else (reasons.pop() if reasons else None)
             rows.append(rr)
+        _pair_with_full(rows)
         tables.append(SplitTable(split=split, datasets=PAPER_DATASETS.get(split, ()), rows=rows,
                                  findings=_findings(split, rows)))
     last = None
@@ -1471,6 +1511,19 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
             for r in shares:
                 lines.append(f"| {r.label} | " + " | ".join(
                     f"{100 * r.level_shares[lv].mean:.0f}" if lv in r.level_shares else "-" for lv in range(1, 6)) + " |")
+            lines.append("")
+        by_seed = [r for r in table.rows if r.status == "ok" and r.mece_by_seed]
+        if len(report.seeds) > 1 and by_seed:
+            lines += ["MECE by seed, and paired with the full method (row minus full on the seeds both have; "
+                      "lower is better for the row):", "",
+                      "| row | " + " | ".join(f"seed {s}" for s in report.seeds) + " | minus full | seeds lower than full |",
+                      "|---|" + "---:|" * (len(report.seeds) + 2)]
+            for r in by_seed:
+                cells = [f"{r.mece_by_seed[s]:.3f}" if s in r.mece_by_seed else "-" for s in report.seeds]
+                d = r.mece_vs_full
+                cells.append("-" if d is None else f"{d.mean:+.3f}" + (f" ± {d.std:.3f}" if d.std is not None else ""))
+                cells.append("-" if d is None else f"{r.lower_than_full} of {d.n}")
+                lines.append(f"| {r.label} | " + " | ".join(cells) + " |")
             lines.append("")
     corr = [(t.split, r) for t in report.tables for r in t.rows if r.kind == "correction" and r.status == "ok"]
     if corr:
