@@ -24,7 +24,6 @@ from mmboundary.models import (
     load_vlm,
     train_tokenizer,
 )
-from mmboundary.models.factory import TINY_CHAT_TEMPLATE
 from mmboundary.models.tokenizer import SPECIAL_TOKENS
 
 COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
@@ -261,37 +260,14 @@ def _check_batch_vs_single(vlm: VLM, questions, images):
 
 
 def test_llava_next_tiny(tokenizer, tmp_path):
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessorPil,
-        LlavaNextProcessor,
-    )
+    from mmboundary.models.tiny_real import save_tiny_llava_next
 
-    pins = [[32, 32], [32, 64], [64, 32], [64, 64]]
-    ip = LlavaNextImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32},
-                                    image_grid_pinpoints=pins)
-    proc = LlavaNextProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=8,
-                              vision_feature_select_strategy="default", image_token="<image>",
-                              num_additional_image_tokens=1, chat_template=TINY_CHAT_TEMPLATE)
-    config = LlavaNextConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=4, patch_size=8, image_size=32),
-        text_config=LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                                num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=4,
-                                max_position_embeddings=512, pad_token_id=tokenizer.pad_token_id,
-                                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id),
-        image_token_index=tokenizer.convert_tokens_to_ids("<image>"), image_grid_pinpoints=pins,
-        vision_feature_layer=-1, vision_feature_select_strategy="default", image_seq_length=16,
-    )
-    torch.manual_seed(0)
-    vlm = VLM(LlavaNextForConditionalGeneration(config).eval(), proc, kind="pretrained", max_length=256)
+    vlm = load_vlm(save_tiny_llava_next(tmp_path / "src", tokenizer))  # a hub-style checkpoint folder
+    assert type(vlm.model).__name__ == "LlavaNextForConditionalGeneration"
     images = [scene("red"), scene("blue", size=(96, 40))]
     prompts = [vlm.prompt_text("How many red objects are there?"), vlm.prompt_text("Shape?", ["a", "b"])]
     batch = vlm.encode(prompts, images, ["There are 2 red objects.", "So the answer is a."])
-    assert "image_sizes" in batch and batch["pixel_values"].ndim == 5
+    assert "image_sizes" in batch and batch["pixel_values"].ndim == 5  # any-resolution tiles
     out = vlm.model(**batch)
     assert torch.isfinite(out.loss)
     _check_batch_vs_single(vlm, ["How many red objects are there?", "Shape?"], images)
@@ -305,91 +281,28 @@ def test_llava_next_tiny(tokenizer, tmp_path):
         assert torch.equal(vlm.model(**batch).logits, loaded.model(**b2).logits)
 
 
-QWEN_TEMPLATE = (
-    "{%- for message in messages -%}{{ '<|im_start|>' + message['role'] + '\\n' }}"
-    "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
-    "{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'image' -%}{{ '<|vision_start|><|image_pad|><|vision_end|>' }}"
-    "{%- elif part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
-    "{%- endfor -%}{%- endif -%}{{ '<|im_end|>\\n' }}{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ '<|im_start|>assistant\\n' }}{%- endif -%}"
-)
+def test_qwen2_vl_tiny(tokenizer, tmp_path):
+    from mmboundary.models.tiny_real import save_tiny_qwen2_vl
 
-
-class _QwenProcessorShim:
-    """What Qwen2VLProcessor does for images, for machines without torchvision (its video
-    processor needs it, so the real processor cannot be built): Qwen2VLImageProcessorPil for
-    pixel_values / image_grid_thw, one <|image_pad|> per merged patch, mm_token_type_ids."""
-
-    def __init__(self, image_processor, tokenizer, chat_template):
-        self.image_processor, self.tokenizer, self.chat_template = image_processor, tokenizer, chat_template
-        self.image_pad_id = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-
-    def apply_chat_template(self, messages, add_generation_prompt=False, tokenize=False):
-        return self.tokenizer.apply_chat_template(messages, chat_template=self.chat_template, tokenize=tokenize,
-                                                  add_generation_prompt=add_generation_prompt)
-
-    def __call__(self, images, text, return_tensors="pt", padding=True):
-        from transformers import BatchFeature
-
-        im = self.image_processor(images=images, return_tensors="pt")
-        merge = self.image_processor.merge_size ** 2
-        text = [t.replace("<|image_pad|>", "<|image_pad|>" * int(g.prod() // merge))
-                for t, g in zip(text, im["image_grid_thw"])]
-        enc = self.tokenizer(text, padding=padding, return_tensors=return_tensors)
-        enc["mm_token_type_ids"] = (enc["input_ids"] == self.image_pad_id).long()
-        return BatchFeature({**enc, **im})
-
-
-def test_qwen2_vl_tiny(corpus, tmp_path):
-    from tokenizers import AddedToken
-    from transformers import (
-        AutoModelForImageTextToText,
-        Qwen2VLConfig,
-        Qwen2VLForConditionalGeneration,
-        Qwen2VLImageProcessorPil,
-        Qwen2VLProcessor,
-    )
-
-    tok = train_tokenizer(corpus, 600)
-    specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-    tok.add_tokens([AddedToken(s, special=True, normalized=False) for s in specials], special_tokens=True)
-    vs, ve, ipad, vpad = tok.convert_tokens_to_ids(specials)
-    ip = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=56 * 56)
-    try:  # the real processor where torchvision exists
-        from transformers import Qwen2VLVideoProcessor
-
-        proc = Qwen2VLProcessor(image_processor=ip, tokenizer=tok, video_processor=Qwen2VLVideoProcessor(),
-                                chat_template=QWEN_TEMPLATE)
-    except (ImportError, AttributeError):
-        proc = _QwenProcessorShim(ip, tok, QWEN_TEMPLATE)
-    config = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 1e4},
-                         pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
-        vision_config=dict(depth=2, embed_dim=32, hidden_size=64, num_heads=4, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2),
-        image_token_id=ipad, video_token_id=vpad, vision_start_token_id=vs, vision_end_token_id=ve,
-    )
-    torch.manual_seed(0)
-    vlm = VLM(Qwen2VLForConditionalGeneration(config).eval(), proc, kind="pretrained", max_length=256)
+    vlm = load_vlm(save_tiny_qwen2_vl(tmp_path / "src", tokenizer))
+    assert type(vlm.model).__name__ == "Qwen2VLForConditionalGeneration"
+    ipad = vlm.image_token_id()
     images = [scene("red"), scene("blue", size=(60, 30))]
     prompts = [vlm.prompt_text("How many red objects are there?"), vlm.prompt_text("Shape?", ["a", "b"])]
     batch = vlm.encode(prompts, images, ["There are 2 red objects.", "So the answer is a."])
     assert batch["image_grid_thw"].shape == (2, 3)
     n_pad = (batch["input_ids"] == ipad).sum(1)
-    assert n_pad.tolist() == (batch["image_grid_thw"].prod(-1) // 4).tolist()
+    assert n_pad.tolist() == (batch["image_grid_thw"].prod(-1) // 4).tolist()  # one pad per merged 2x2 patch
     assert torch.equal(batch["mm_token_type_ids"].bool(), batch["input_ids"] == ipad)
     out = vlm.model(**batch)
     assert torch.isfinite(out.loss)
     _check_batch_vs_single(vlm, ["How many red objects are there?", "Shape?"], images)
 
-    vlm.model.save_pretrained(tmp_path / "qwen")
-    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "qwen", use_safetensors=True).eval()
-    assert type(loaded).__name__ == "Qwen2VLForConditionalGeneration"
+    vlm.save(tmp_path / "qwen")
+    loaded = load_vlm(tmp_path / "qwen")
+    assert type(loaded.model).__name__ == "Qwen2VLForConditionalGeneration"
     with torch.no_grad():
-        assert torch.equal(vlm.model(**batch).logits, loaded(**batch).logits)
+        assert torch.equal(vlm.model(**batch).logits, loaded.model(**batch).logits)
 
 
 # --- smol ----------------------------------------------------------------------------------------
