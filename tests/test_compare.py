@@ -555,3 +555,57 @@ def test_results_saved_before_new_rl_fields_still_match():
     assert _model_dump(changed, "vanilla") == vanilla and _model_dump(changed, "sft") != sft
     assert _model_dump(load_config(None, ["rl.lr=0.5"]), "sft") == sft
     assert _model_dump(cfg, "rl") == dump_config(cfg)
+
+
+def test_two_processes_share_a_root(tmp_path, no_models):
+    """A row whose lock another process holds is left to it (no result, no run here); the seed's
+    full run is waited for; a row another process finished meanwhile is reused, not rerun."""
+    import shutil
+
+    from test_locks import hold_in_other_process  # tests/ is on the path
+
+    spec = CompareSpec(methods=["sft_only", "full"], ablations=["wo_r_ka", "wo_r_ec"], seeds=[0], with_rl=True,
+                       baselines=[BaselineSpec(method="sc")], corrections=[])
+    root = tmp_path / "cmp"
+    full_maker = hold_in_other_process(root / "locks" / "seed0-full-run.lock", 1.0)
+    other = hold_in_other_process(root / "locks" / "seed0-wo_r_ka.lock", 600)
+    pipe, bcalls = StubPipeline(), []
+    first_call_after_full_lock = []
+
+    def runner(run):
+        if not first_call_after_full_lock:
+            first_call_after_full_lock.append((root / "locks" / "seed0-full-run.lock.released").exists())
+        pipe(run)
+
+    try:
+        results = run_compare(spec, root, pipeline_runner=runner, baseline_runner=_stub_baselines(bcalls))
+    finally:
+        other.kill()
+        other.wait()
+        full_maker.wait()
+    assert first_call_after_full_lock == [True]  # the full run began once the other process let go of it
+    status = {r.row: r.status for r in results}
+    assert status == {"sft_only": "ok", "full": "ok", "wo_r_ec": "ok", "sc": "ok"}  # wo_r_ka left to the other
+    assert not result_path(root, "wo_r_ka", 0).exists() and not (root / "runs" / "seed0" / "wo_r_ka").exists()
+    assert "wo_r_ka: run by pid" in (root / "compare.log").read_text()
+
+    # the other process is gone: the next call runs the row, and reuses the rest
+    pipe.calls.clear()
+    results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls))
+    assert {r.row: r.status for r in results} == {**status, "wo_r_ka": "ok"}
+    assert {r for r, _ in pipe.calls} == {"seed0/wo_r_ka"}
+
+    # a row finished by another process while this one worked on an earlier row is reused: here the
+    # result of wo_r_ec appears (copied from the comparison above) while wo_r_ka runs
+    root2 = tmp_path / "cmp2"
+    pipe2 = StubPipeline()
+
+    def runner2(run):
+        if run.root.name == "wo_r_ka":
+            (root2 / "results" / "wo_r_ec").mkdir(parents=True, exist_ok=True)
+            shutil.copy(result_path(root, "wo_r_ec", 0), result_path(root2, "wo_r_ec", 0))
+        pipe2(run)
+
+    results = run_compare(spec, root2, pipeline_runner=runner2, baseline_runner=_stub_baselines([]))
+    assert {r.row: r.status for r in results} == {**status, "wo_r_ka": "ok"}
+    assert "seed0/wo_r_ec" not in {r for r, _ in pipe2.calls} and "seed0/wo_r_ka" in {r for r, _ in pipe2.calls}

@@ -23,7 +23,14 @@ which baselines (`mmboundary.baselines`) to include, the seeds and the splits.
 6. saves one `RowResult` JSON per row and seed (`results/<row>/seed<s>.json`).
 
 A row that fails is saved as `status: failed` with the error (traceback in `compare.log`) and
-the comparison goes on; it is retried by the next `run_compare`. Rows the config cannot express
+the comparison goes on; it is retried by the next `run_compare`.
+
+Several `run_compare` processes may share one root (e.g. one per GPU, `mmboundary compare -o
+<root>` started twice): each row and seed is run by the process that holds its lock
+(`locks/seed<s>-<row>.lock`); the others leave it to that process and go on with the next row, or
+reuse its saved result when it has finished. The seed's full run is made once: a second process
+waits for it (`locks/seed<s>-full-run.lock`). The report is written by each process at its end;
+the last one to finish writes the complete one. Rows the config cannot express
 (DRL, SaySelf, see `ablations.row_availability`) are saved as `unavailable` with the reason, and
 baselines that do not apply to the model (DPV/DPS on the tiny model) as `not_applicable`.
 
@@ -43,6 +50,7 @@ Layout of `root_dir`:
     runs/seed<s>/full/           the full method's run (a `runs.Run`)
     runs/seed<s>/<row>/          the run of each ablation with its own run (a fork)
     baselines/<row>/seed<s>_<split>.json   raw BaselineResult of each baseline
+    locks/seed<s>-<row>.lock     who runs (row, seed) now (flock; released when its process ends)
     results/<row>/seed<s>.json   RowResult: per split the ConfidenceReport and the (confidence,
                                  correctness) pairs behind it
     report/                      report.md, report.json, reliability_<row>_<split>.png, levels_<split>.png
@@ -71,6 +79,7 @@ from mmboundary.confidence.fusion import level_probability
 from mmboundary.errors import ConfigError, RunError
 from mmboundary.evaluation.expressed import ConfidenceReport
 from mmboundary.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmboundary.locks import Busy, hold
 
 __all__ = [
     "COLUMNS",
@@ -759,6 +768,14 @@ class _Display:
     def start(self, row: str, seed: int, what: str = "running") -> None:
         self.progress.update(self.tasks[row], info=f"seed {seed}: {what}")
 
+    def note(self, row: str, seed: int, label: str, what: str) -> None:
+        """A row this process leaves (e.g. to another process running it)."""
+        from rich.markup import escape
+
+        self.progress.update(self.tasks[row], info=f"seed {seed}: {what}")
+        (self.progress.console if self.enabled else self.console).print(
+            "[yellow]" + escape(f"seed {seed} · {label}: {what}") + "[/yellow]", highlight=False)
+
     def done(self, result: RowResult) -> None:
         from rich.markup import escape
 
@@ -881,6 +898,11 @@ def _current_run(path: Path, cfg, source: Path | None = None, overrides: Sequenc
             raise RunError(f"{path}: the fork's config differs from the row's at {diff}")
         return run, reused
     return Run.open(path, cfg), []
+
+
+def _lock_file(root: Path, row: str, seed: int) -> Path:
+    """The lock a process holds while it runs (row, seed) of the comparison at `root`."""
+    return root / "locks" / f"seed{seed}-{row}.lock"
 
 
 def _saved_if_current(root: Path, row: str, seed: int, fingerprints: Sequence[str],
@@ -1014,21 +1036,43 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     display.start("full", seed, "the full method's run")
                 try:
                     full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
-                    full_run, _ = _current_run(full_dir, full_cfg)
-                    before = _complete(full_run)
-                    pipeline_runner(full_run)
+                    with hold(_lock_file(root, "full-run", seed), what=f"seed {seed}'s full run", wait=True,
+                              on_wait=lambda who, seed=seed: display.note(
+                                  "full", seed, "the full method's run",
+                                  f"waiting for {who}, which makes this seed's full run")):
+                        full_run, _ = _current_run(full_dir, full_cfg)
+                        before = _complete(full_run)
+                        pipeline_runner(full_run)
                     full_info = {"stages_run": [s for s in _complete(full_run) if s not in before],
                                  "seconds": round(time.time() - t0, 2)}
                 except Exception as e:  # noqa: BLE001 - recorded, the other seeds go on
                     full_error = e
                     log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
+                def claimed(wanted: str, seed: int = seed, overrides: list[str] = overrides, reused=reused):
+                    """The rows of kind `wanted` this process runs, each while holding its lock: a row
+                    another process is running is left to it (it saves the result); one another
+                    process finished since this seed started is reused."""
+                    for kind, item in rows:
+                        if kind != wanted:
+                            continue
+                        name = item.name if kind == "pipeline" else item.row_name
+                        label = item.label if kind == "pipeline" else item.row_label
+                        if name in reused:
+                            continue
+                        try:
+                            with hold(_lock_file(root, name, seed), what=f"row {name} of seed {seed}"):
+                                again, _ = _reusable_results(root, spec, [(kind, item)], seed, overrides)
+                                if name in again:
+                                    results.append(again[name])
+                                    display.done(again[name])
+                                    continue
+                                yield item
+                        except Busy as e:
+                            log.info("seed %d %s: run by %s; left to it", seed, name, e.holder)
+                            display.note(name, seed, label, f"running in {e.holder}; left to it")
+
                 # 2-3. the pipeline rows
-                for kind, item in rows:
-                    if kind != "pipeline":
-                        continue
-                    row: Row = item
-                    if row.name in reused:
-                        continue
+                for row in claimed("pipeline"):
                     display.start(row.name, seed)
                     t0 = time.time()
                     common = dict(row=row.name, label=row.label, kind=row.kind, seed=seed, paper_row=row.paper_row)
@@ -1068,12 +1112,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         finish(failed(row.name, row.label, row.kind, seed, e, t0, paper_row=row.paper_row))
                 # 4. the baselines on the seed's models
                 runner = None
-                for kind, item in rows:
-                    if kind != "baseline":
-                        continue
-                    b: BaselineSpec = item
-                    if b.row_name in reused:
-                        continue
+                for b in claimed("baseline"):
                     display.start(b.row_name, seed)
                     t0 = time.time()
                     common = dict(row=b.row_name, label=b.row_label, kind="baseline", seed=seed)
@@ -1109,12 +1148,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 del runner
                 # 5. self-correction on the seed's models
                 crunner = None
-                for kind, item in rows:
-                    if kind != "correction":
-                        continue
-                    c: CorrectionSpec = item
-                    if c.row_name in reused:
-                        continue
+                for c in claimed("correction"):
                     display.start(c.row_name, seed)
                     t0 = time.time()
                     common = dict(row=c.row_name, label=c.row_label, kind="correction", seed=seed)

@@ -537,8 +537,28 @@ STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {
 DISTRIBUTED_STAGES = frozenset({"base", "estimate", "sft", "rl", "evaluate"})
 
 
+def run_lock(run: Run):
+    """The run folder's lock (`locks.hold` on `<run>/.lock`), taken by the main process: a second
+    process on the same folder (another `mmboundary run`, a stage command, a comparison) gets a
+    clear error naming the process that writes it, instead of both writing the same files. The
+    other processes of one `accelerate launch` are the same run and do not take it."""
+    import contextlib
+
+    from mmboundary.locks import hold
+
+    if not is_main_process():
+        return contextlib.nullcontext()
+    return hold(run.root / ".lock", what=f"the run folder {run.root}")
+
+
 def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
-    """Run one stage unless it has completed (or `force`). Returns its summary, None if skipped."""
+    """Run one stage unless it has completed (or `force`). Returns its summary, None if skipped.
+    Holds the run folder's lock (`run_lock`) while it runs."""
+    with run_lock(run):
+        return _run_stage(run, stage, force=force)
+
+
+def _run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
     barrier()
     complete = run.is_complete(stage)
     # every process has decided before any can write this stage's marker (rank 0 runs a
@@ -578,7 +598,8 @@ def run_pipeline(run: Run) -> dict[str, dict | None]:
 
         transformers.utils.logging.disable_progress_bar()
         datasets.disable_progress_bars()
-    return {stage: run_stage(run, stage) for stage in run.config.stages}
+    with run_lock(run):  # held across the stages: no other process slips in between two of them
+        return {stage: run_stage(run, stage) for stage in run.config.stages}
 
 
 def read_metrics(run: Run) -> dict:
