@@ -544,11 +544,19 @@ def test_results_saved_before_new_rl_fields_still_match():
     import yaml
 
     data = yaml.safe_load(dump_config(cfg))
-    for key in ("algorithm", "level_phrasings", "level_gradient", "level_temperature", "questions"):
+    for key in ("algorithm", "level_phrasings", "level_gradient", "level_temperature", "questions",
+                "level_floor"):
         del data["rl"][key]
     del data["rl"]["reward"]["cs_scale"]
     assert yaml.safe_load(legacy) == data
     assert _legacy_dump(load_config(None, ["rl.algorithm=expected"])) is None  # not the earlier behaviour
+    # results saved between the two generations of fields (with rl.algorithm, before rl.level_floor)
+    # match form 1: the current dump without level_floor, while it holds its neutral 0.05
+    between = yaml.safe_load(dump_config(cfg))
+    del between["rl"]["level_floor"]
+    assert yaml.safe_load(_model_dump(cfg, "rl", form=1)) == between and "algorithm" in between["rl"]
+    assert _model_dump(load_config(None, ["rl.level_floor=0.2"]), "rl", form=1) is None
+    assert _model_dump(load_config(None, ["rl.level_floor=0.2"]), "sft", form=1) == _model_dump(cfg, "sft", form=1)
     # a model's part of the config leaves out the stages after it
     vanilla, sft = _model_dump(cfg, "vanilla"), _model_dump(cfg, "sft")
     changed = load_config(None, ["rl.lr=0.5", "sft.finetune=lora"])

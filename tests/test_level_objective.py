@@ -104,6 +104,32 @@ def test_natural_gradient_moves_each_level_by_its_centred_advantage():
         expected_level_loss(rare, rewards, torch.zeros(1, 5), 0.0, gradient="other")
 
 
+def test_floored_gradient_lifts_a_rare_better_level_and_stops_pushing_a_rare_worse_one():
+    # q = .1 .1 .1 .1 .6 with the best level already likely: the floored gradient is the exact one
+    logits = torch.tensor([[0.0, 0.0, 0.0, 0.0, math.log(6.0)]], requires_grad=True)
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]])
+    expected_level_loss(logits, rewards, torch.zeros(1, 5), 0.0, gradient="floored", floor=0.05).loss.backward()
+    assert torch.allclose(logits.grad, torch.tensor([[0.06, 0.06, 0.06, 0.06, -0.24]]), atol=1e-6)
+    # the best level almost never stated (q5 = e^-12 / (4 + e^-12)): weight max(q5, 0.05) = 0.05,
+    # so d/dz5 = -0.05 (1 - E) with E = q5; levels 1-4 (A = -E < 0) keep the exact weight 0.25
+    rare = torch.tensor([[0.0, 0.0, 0.0, 0.0, -12.0]], requires_grad=True)
+    q5 = math.exp(-12) / (4 + math.exp(-12))
+    expected_level_loss(rare, rewards, torch.zeros(1, 5), 0.0, gradient="floored", floor=0.05).loss.backward()
+    assert float(rare.grad[0, 4]) == pytest.approx(-0.05 * (1 - q5), rel=1e-6)
+    assert torch.allclose(rare.grad[0, :4], torch.full((4,), 0.25 * q5), rtol=1e-4)
+    # a rare WORSE level: the natural gradient keeps pushing it down (+0.8 on its logit), the
+    # floored one with its vanishing exact weight q5 (A5 = -(1 - q5))
+    worse = torch.tensor([[1.0, 1.0, 1.0, 1.0, 0.0]])
+    rare.grad = None
+    expected_level_loss(rare, worse, torch.zeros(1, 5), 0.0, gradient="natural").loss.backward()
+    assert float(rare.grad[0, 4]) == pytest.approx(0.8, abs=1e-4)
+    rare.grad = None
+    expected_level_loss(rare, worse, torch.zeros(1, 5), 0.0, gradient="floored").loss.backward()
+    assert float(rare.grad[0, 4]) == pytest.approx(q5 * (1 - q5), rel=1e-4)
+    with pytest.raises(ValueError, match="floor"):
+        expected_level_loss(rare, worse, torch.zeros(1, 5), 0.0, gradient="floored", floor=1.5)
+
+
 def test_a_temperature_keeps_the_gradient_of_a_rare_level():
     rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]])
     rare = torch.tensor([[0.0, 0.0, 0.0, 0.0, -12.0]], requires_grad=True)

@@ -797,74 +797,95 @@ class _Display:
 _LATER_STAGES = {"vanilla": ("sft_data", "sft", "rl"), "sft": ("rl",), "rl": ()}
 
 
-def _model_dump(cfg, model: str, legacy: bool = False) -> str:
+#: Config fields added after results were saved, by generation (oldest first), each with the value
+#: that reproduces the behaviour the earlier results were computed with. A saved result still
+#: matches while the new fields hold those values (`_FINGERPRINT_FORMS`).
+_ADDED_FIELDS: tuple[dict[tuple[str, ...], Any], ...] = (
+    # 2026-12-02, second session: the RL variants of issue 5
+    {("rl", "algorithm"): "ppo", ("rl", "level_phrasings"): 1, ("rl", "level_gradient"): "exact",
+     ("rl", "level_temperature"): 1.0, ("rl", "questions"): "train", ("rl", "reward", "cs_scale"): "level"},
+    # 2026-12-02, third session: the floored level gradient
+    {("rl", "level_floor"): 0.05},
+)
+
+#: The forms of a fingerprint a saved result may have been written in, newest first: 0 the
+#: current `_model_dump`; 1 the same before the newest generation of `_ADDED_FIELDS`; 2 the whole
+#: `dump_config` before any of them (results saved before 2026-12-02's second session).
+_FINGERPRINT_FORMS = (0, 1, 2)
+
+
+def _without_added(data: dict, generations) -> bool:
+    """Remove the fields of `generations` from `data` (a config's `model_dump`) in place; False
+    when one of them holds another value than its neutral one (no earlier result can match)."""
+    for fields in generations:
+        for path, neutral in fields.items():
+            node = data
+            for key in path[:-1]:
+                node = node.get(key) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or path[-1] not in node:
+                continue
+            if node[path[-1]] != neutral:
+                return False
+            del node[path[-1]]
+    return True
+
+
+def _model_dump(cfg, model: str, form: int = 0) -> str | None:
     """The part of a run config that a row of `model` ('vanilla', 'sft' or 'rl') depends on, as
     text for a fingerprint: the whole `dump_config` for the RL model; without the config sections
     (and the `stages` entries) of the stages after the model was made otherwise, so that changing
-    e.g. the RL settings keeps the saved vanilla, SFT-only and baseline rows. `legacy`: the whole
-    `dump_config` for every model (the fingerprints of results saved before 2026-12-02's second
-    session, still accepted while the whole config is unchanged)."""
-    from mmboundary.config import dump_config
+    e.g. the RL settings keeps the saved vanilla, SFT-only and baseline rows. `form`
+    (`_FINGERPRINT_FORMS`) gives the text as an earlier version wrote it, or None when the config
+    uses a field that version did not have."""
+    import yaml
+
+    if form == 2:
+        return _legacy_dump(cfg)
     from mmboundary.runs import STAGE_SECTIONS
 
-    if legacy:
-        return _legacy_dump(cfg)
-    later = _LATER_STAGES[model]
-    if not later:
-        return dump_config(cfg)
     data = cfg.model_dump(mode="json")
-    for stage in later:
+    later = _LATER_STAGES[model]
+    for stage in later:  # first: a field of a later stage's section does not matter to the model
         for section in STAGE_SECTIONS[stage]:
             data.pop(section, None)
+    if form == 1 and not _without_added(data, _ADDED_FIELDS[-1:]):
+        return None
+    if not later:
+        return yaml.safe_dump(data, sort_keys=False)  # = dump_config(cfg) for form 0
     data["stages"] = [s for s in data.get("stages", []) if s not in later]
     return json.dumps(data, sort_keys=True, default=str)
 
 
-#: Config fields added after the first saved results (docs/results/compare-default), with the
-#: values that reproduce the behaviour those results were computed with.
-_NEUTRAL_ADDITIONS: dict[tuple[str, ...], Any] = {
-    ("rl", "algorithm"): "ppo", ("rl", "level_phrasings"): 1, ("rl", "level_gradient"): "exact",
-    ("rl", "level_temperature"): 1.0, ("rl", "questions"): "train", ("rl", "reward", "cs_scale"): "level",
-}
-
-
 def _legacy_dump(cfg) -> str | None:
-    """`dump_config` of `cfg` as it read before the fields of `_NEUTRAL_ADDITIONS` existed, when
-    each of them holds its neutral value (else None: no earlier result can match)."""
+    """`dump_config` of `cfg` as it read before any field of `_ADDED_FIELDS` existed, when each of
+    them holds its neutral value (else None: no earlier result can match)."""
     import yaml
 
     data = cfg.model_dump(mode="json")
-    for path, neutral in _NEUTRAL_ADDITIONS.items():
-        node = data
-        for key in path[:-1]:
-            node = node.get(key) if isinstance(node, dict) else None
-        if not isinstance(node, dict) or path[-1] not in node:
-            continue
-        if node[path[-1]] != neutral:
-            return None
-        del node[path[-1]]
+    if not _without_added(data, _ADDED_FIELDS):
+        return None
     return yaml.safe_dump(data, sort_keys=False)
 
 
-def _pipeline_fingerprint(cfg, model: str, legacy: bool = False) -> str:
+def _pipeline_fingerprint(cfg, model: str, form: int = 0) -> str:
     """What a pipeline row's saved result must match to be reused: the model's part of the run
     config (`_model_dump`) and the model."""
-    return _fingerprint({"config": _model_dump(cfg, model, legacy), "model": model})
+    return _fingerprint({"config": _model_dump(cfg, model, form), "model": model})
 
 
-def _baseline_fingerprint(b: BaselineSpec, full_cfg, seed: int, splits, legacy: bool = False) -> str:
+def _baseline_fingerprint(b: BaselineSpec, full_cfg, seed: int, splits, form: int = 0) -> str:
     """The same for a baseline row: the baseline, its resolved config, the part of the full run's
     config that the baseline's model depends on, and the splits."""
     return _fingerprint({"baseline": b.model_dump(mode="json"),
                          "config": b.resolved_config(full_cfg, seed).model_dump(mode="json"),
-                         "run": _model_dump(full_cfg, b.model_name, legacy), "splits": splits})
+                         "run": _model_dump(full_cfg, b.model_name, form), "splits": splits})
 
 
-def _correction_fingerprint(c: CorrectionSpec, full_cfg, seed: int, splits, legacy: bool = False) -> str:
+def _correction_fingerprint(c: CorrectionSpec, full_cfg, seed: int, splits, form: int = 0) -> str:
     """The same for a self-correction row."""
     return _fingerprint({"correction": c.model_dump(mode="json"),
                          "config": c.resolved_config(seed).model_dump(mode="json"),
-                         "run": _model_dump(full_cfg, c.model, legacy), "splits": splits})
+                         "run": _model_dump(full_cfg, c.model, form), "splits": splits})
 
 
 def _current_run(path: Path, cfg, source: Path | None = None, overrides: Sequence[str] = ()):
@@ -944,17 +965,17 @@ def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
                 continue
             run_cfg = full_cfg if not item.own_run or not config_diff(full_cfg, cfg) else cfg
             model = row_model(item, run_cfg)
-            name, fps = item.name, [_pipeline_fingerprint(run_cfg, model, legacy) for legacy in (False, True)]
+            name, fps = item.name, [_pipeline_fingerprint(run_cfg, model, f) for f in _FINGERPRINT_FORMS]
             statuses: tuple[str, ...] = ("ok",)
         elif kind == "baseline":
             name, statuses = item.row_name, ("ok", "not_applicable")
-            fps = [_baseline_fingerprint(item, full_cfg, seed, spec.splits, legacy) for legacy in (False, True)]
+            fps = [_baseline_fingerprint(item, full_cfg, seed, spec.splits, f) for f in _FINGERPRINT_FORMS]
         else:
             if item.model == "rl" and not spec.with_rl:
                 free.add(item.row_name)
                 continue
             name, statuses = item.row_name, ("ok",)
-            fps = [_correction_fingerprint(item, full_cfg, seed, spec.splits, legacy) for legacy in (False, True)]
+            fps = [_correction_fingerprint(item, full_cfg, seed, spec.splits, f) for f in _FINGERPRINT_FORMS]
         old = _saved_if_current(root, name, seed, fps, statuses)
         if old is not None:
             out[name] = old

@@ -115,7 +115,8 @@ class LevelLoss:
 
 
 def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_level_logp: torch.Tensor,
-                        kl_coef: float, gradient: str = "exact", temperature: float = 1.0) -> LevelLoss:
+                        kl_coef: float, gradient: str = "exact", temperature: float = 1.0,
+                        floor: float = 0.05) -> LevelLoss:
     """The negative objective over steps: q = softmax(level_logp) [S, 5] (the policy's level
     distribution), rewards R [S, 5], reference level log-probs (same shape, no gradient).
 
@@ -132,6 +133,14 @@ def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_lev
       unchanged (softmax is shift invariant) and does not push the five statements' total
       probability up or down. The KL term is the same in both.
 
+    - `gradient="floored"`: the exact gradient, except that a level with a positive advantage
+      A_l = R_l - E_q R is weighted by max(q_l, `floor`) instead of q_l: surrogate
+      -sum_l sg(w_l A_l) z_l with w_l = max(q_l, floor) if A_l > 0 else q_l. **[choice]**, this
+      project's: a better level the policy almost never states still rises at a rate of at least
+      `floor` x its advantage (the exact gradient's plateau), while a worse level is pushed down
+      with the exact weight q_l, which vanishes as it becomes rare (the natural gradient pushed
+      those without bound). Once every better level has q_l >= floor it is the exact gradient.
+
     `temperature` (tau >= 1, 'exact' only): the expectation is taken under softmax(z / tau), a
     flattened copy of q, so that the gradient of a rarely stated level, q_tau,l (R_l - E R) / tau,
     does not vanish; its maximiser is the same best level, and the KL term and the returned
@@ -141,8 +150,10 @@ def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_lev
     if level_logp.shape != rewards.shape or level_logp.shape != ref_level_logp.shape:
         raise ValueError(f"shapes differ: {tuple(level_logp.shape)}, {tuple(rewards.shape)}, "
                          f"{tuple(ref_level_logp.shape)}")
-    if gradient not in ("exact", "natural"):
-        raise ValueError(f"gradient must be 'exact' or 'natural', got {gradient!r}")
+    if gradient not in ("exact", "natural", "floored"):
+        raise ValueError(f"gradient must be 'exact', 'natural' or 'floored', got {gradient!r}")
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be in [0, 1], got {floor}")
     z = level_logp.float()
     logq = torch.log_softmax(z, dim=-1)
     logq_ref = torch.log_softmax(ref_level_logp.float(), dim=-1).detach()
@@ -155,6 +166,11 @@ def expected_level_loss(level_logp: torch.Tensor, rewards: torch.Tensor, ref_lev
     if gradient == "exact":
         q_tau = q if temperature == 1.0 else torch.softmax(z / temperature, dim=-1)
         pg = -(q_tau * r).sum(-1)
+    elif gradient == "floored":
+        adv = (r - expected.unsqueeze(-1)).detach()
+        qd = q.detach()
+        w = torch.where(adv > 0, qd.clamp(min=floor), qd)
+        pg = -(w * adv * z).sum(-1)
     else:
         adv = (r - expected.detach().unsqueeze(-1))
         adv = adv - adv.mean(-1, keepdim=True)

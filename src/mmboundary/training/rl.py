@@ -219,13 +219,17 @@ class RLConfig(_Section):
         1, gt=0, description="With algorithm 'expected': statements per level whose probabilities make the "
         "level's (the first N of each level's pool; a numeric mapper has one). **[choice]** 1, as the tiny "
         "default's SFT data (`sft_data.statements_per_level`); set it to that value for another run.")
-    level_gradient: Literal["exact", "natural"] = Field(
+    level_gradient: Literal["exact", "natural", "floored"] = Field(
         "exact", description="With algorithm 'expected': 'exact', the gradient of the expected reward "
         "(-q_l (R_l - E_q R) per level logit: a level the policy rarely states barely moves), or 'natural', "
         "each level logit moved by its centred advantage R_l - E_q R, the natural policy gradient of a "
         "softmax (`level_objective.expected_level_loss`). **[choice]** 'exact' (measured: 'natural' pushed "
         "the bad levels' statements down without bound, the parse rate fell to 0.77 and accuracy by 20 "
-        "points; docs/results/rl.md).")
+        "points; docs/results/rl.md). 'floored': the exact gradient with each better-than-average level "
+        "weighted by at least `level_floor` (rare better levels rise, rare worse ones stop being pushed).")
+    level_floor: float = Field(
+        0.05, ge=0, le=1, description="With level_gradient 'floored': the least weight of a level whose reward "
+        "is above the step's expected reward. **[choice]** 0.05 (about one step in twenty).")
     level_temperature: float = Field(
         1.0, gt=0, description="With algorithm 'expected' and the exact gradient: the expectation is taken "
         "under softmax(level log-probs / tau), so that rarely stated levels keep a gradient; the same best "

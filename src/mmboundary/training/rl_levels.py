@@ -182,7 +182,7 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
             rewards = torch.cat([c.rewards for c in chunk]).to(device)
             ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
             obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
-                                      cfg.level_temperature)
+                                      cfg.level_temperature, cfg.level_floor)
             loss = obj.loss / max(n_steps, 1)
             logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
             ka = k3_kl_sum(logp, ref_chain, amask)
