@@ -45,6 +45,7 @@ REPO = Path(__file__).resolve().parents[1]
     ("wo_r_ec", ["rl.reward.beta"]),
     ("wo_r_cs", ["rl.reward.gamma"]),
     ("expected", ["rl.algorithm", "rl.level_temperature", "rl.reward.gamma"]),
+    ("sayself", ["rl.reward.alpha", "rl.reward.gamma", "statements.granularity"]),
     ("sft_only", []),
     ("vanilla", []),
     ("full", []),
@@ -63,6 +64,9 @@ def test_overlay_changes_exactly_its_keys(row, keys):
     if row.startswith("wo_r_"):
         w = cfg.rl.reward
         assert [w.alpha, w.beta, w.gamma].count(0.0) == 1 and [w.alpha, w.beta, w.gamma].count(1.0) == 2
+    if row == "sayself":  # one answer-level statement, rewarded by R_EC alone
+        w = cfg.rl.reward
+        assert cfg.statements.granularity == "answer" and (w.alpha, w.beta, w.gamma) == (0.0, 1.0, 0.0)
 
 
 def test_full_method_is_the_default_and_without_rl_drops_only_the_stage():
@@ -89,7 +93,8 @@ def test_registry_and_aliases():
 
 def test_unavailable_rows_say_why():
     assert row_availability("drl") is None  # rl.init=vanilla exists
-    assert "answer-level" in row_availability("sayself")
+    assert row_availability("sayself") is None  # statements.granularity=answer exists
+    assert "without the rl stage" in row_availability("sayself", with_rl=False)
     for row in ("wo_r_ka", "wo_r_ec", "wo_r_cs", "drl"):
         assert "without the rl stage" in row_availability(row, with_rl=False) or row == "drl"
     for row in ("wo_lnlp", "max_pooling", "wo_mapping", "wo_r_ka", "full", "sft_only", "vanilla"):
@@ -548,15 +553,20 @@ def test_results_saved_before_new_rl_fields_still_match():
                 "level_floor"):
         del data["rl"][key]
     del data["rl"]["reward"]["cs_scale"]
+    del data["statements"]["granularity"]
     assert yaml.safe_load(legacy) == data
     assert _legacy_dump(load_config(None, ["rl.algorithm=expected"])) is None  # not the earlier behaviour
     # results saved between the two generations of fields (with rl.algorithm, before rl.level_floor)
     # match form 1: the current dump without level_floor, while it holds its neutral 0.05
     between = yaml.safe_load(dump_config(cfg))
     del between["rl"]["level_floor"]
+    del between["statements"]["granularity"]
     assert yaml.safe_load(_model_dump(cfg, "rl", form=1)) == between and "algorithm" in between["rl"]
     assert _model_dump(load_config(None, ["rl.level_floor=0.2"]), "rl", form=1) is None
     assert _model_dump(load_config(None, ["rl.level_floor=0.2"]), "sft", form=1) == _model_dump(cfg, "sft", form=1)
+    assert _model_dump(load_config(None, ["statements.granularity=answer"]), "sft", form=1) is None
+    assert _model_dump(load_config(None, ["statements.granularity=answer"]), "vanilla", form=1) \
+        == _model_dump(cfg, "vanilla", form=1)  # the vanilla model does not depend on the statements
     # a model's part of the config leaves out the stages after it
     vanilla, sft = _model_dump(cfg, "vanilla"), _model_dump(cfg, "sft")
     changed = load_config(None, ["rl.lr=0.5", "sft.finetune=lora"])

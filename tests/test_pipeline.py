@@ -94,3 +94,29 @@ def test_cli_refuses_a_run_dir_with_another_config(finished_run):
     result = CliRunner().invoke(app, ["run", "--run-dir", str(finished_run.root), "--set", "seed=5"])
     assert result.exit_code == 2
     assert "differs at: seed" in result.output
+
+
+def test_answer_granularity_fork_runs_end_to_end(finished_run, tmp_path):
+    """The SaySelf row's overlay on the miniature: a fork reruns sft_data, sft, rl and evaluate;
+    the SFT data state once per chain, after the answer; evaluated chains carry one level per chain."""
+    from datasets import load_from_disk
+
+    from mmboundary.runs import fork_run
+
+    run, reused = fork_run(finished_run.root, tmp_path / "sayself",
+                           ["statements.granularity=answer", "rl.reward.alpha=0", "rl.reward.gamma=0"])
+    assert reused == ["data", "base", "estimate"]
+    pipeline.run_pipeline(run)
+    ds = load_from_disk(str(run.stage_dir("sft_data") / "dataset"))
+    assert len(ds) > 0
+    for rec in ds:
+        assert len(rec["levels"]) == 1 and all(s is None for s in rec["statements"][:-1])
+        assert rec["statements"][-1] is not None and rec["response"].rstrip().endswith(".")
+    summary = json.loads((run.stage_dir("sft_data") / "summary.json").read_text())
+    assert summary["granularity"] == "answer"
+    for model in ("sft", "rl"):
+        for line in (run.stage_dir("evaluate") / f"chains_{model}_test.jsonl").read_text().splitlines():
+            levels = {s["level"] for s in json.loads(line)["steps"]}
+            assert len(levels) <= 1  # the answer's level (or None) on every step
+    metrics = json.loads((run.stage_dir("evaluate") / "metrics.json").read_text())
+    assert "expressed" in metrics["test"]["rl"]

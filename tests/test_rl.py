@@ -475,3 +475,30 @@ def test_fresh_questions_are_new_benchmark_questions(tmp_path):
     other = Run.open(tmp_path / "jsonl", load_config(None, ["data.source=jsonl", "data.train=x.jsonl", "data.test=y.jsonl"]))
     with pytest.raises(ConfigError, match="built-in benchmark"):
         rl_questions(other, rl)
+
+
+def test_answer_granularity_scores_one_answer_statement(examples, tokenizer, ctx):
+    """The SaySelf-style row (`statements.granularity: answer`, alpha = gamma = 0): a response with
+    one statement, after the final step, gets one reward, R_EC of the answer, on that statement's
+    last token; the optimiser receives it minus the KL penalty."""
+    import dataclasses
+
+    cfg = RLConfig(reward=RewardWeights(alpha=0.0, beta=1.0, gamma=0.0), gae_gamma=1.0, gae_lambda=1.0,
+                   whiten_advantages=False)
+    actx = dataclasses.replace(ctx, granularity="answer")
+    policy, reference = tiny(tokenizer), tiny(tokenizer)
+    ex = examples[0]
+    n = len(ex.chain)
+    text = write_chain([s.text for s in ex.chain], [None] * (n - 1) + ["confidence 4/5"])
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]]
+    (sample,) = samples_from_ids(policy, [(0, ex)], ids, actx, cfg)
+    r = sample.rollout
+    assert len(r.steps) == 1 and r.steps[0].expressed_level == 4 and r.steps[0].correct == r.answer_correct == 1
+    head = ValueHead(hidden_size_of(policy.model), 0.01, seed=0)
+    scored = score_samples(PolicyWithValue(policy.model, head), policy, reference.model, [sample], batch_size=4)
+    batch = prepare_batch(scored, cfg, 0.1)
+    r = batch.samples[0].rollout
+    assert r.rewards[0].total == pytest.approx(1 - 2 * (0.7 - 1) ** 2)  # 0.82
+    kl = (r.logprobs - r.ref_logprobs).sum().item()
+    assert batch.score[0, r.steps[0].statement_end - 1].item() == pytest.approx(0.82)
+    assert batch.rewards[0, :len(r)].sum().item() == pytest.approx(0.82 - 0.1 * kl, abs=1e-5)

@@ -19,11 +19,14 @@ valid (`runs.reusable_stages`), so the shared stages are computed once.
 | `wo_r_ka` / `wo_r_ec` / `wo_r_cs` | `rl.reward.alpha=0` / `beta=0` / `gamma=0` | rl | w/o that reward |
 | `drl` | `rl.init=vanilla`, stages without `sft_data` / `sft` | rl | DRL (baseline) |
 | `expected` | `rl.algorithm=expected`, `rl.level_temperature=3`, `rl.reward.gamma=0` | rl | - (this project's RL variant) |
-| `sayself` | - (no switch: answer-level statements are not in the config) | - | SaySelf (baseline) |
+| `sayself` | `statements.granularity=answer`, `rl.reward.alpha=0`, `rl.reward.gamma=0` | rl | SaySelf (baseline) |
 
 Rows the config cannot express yet are not faked: `row_availability` validates the overlay against
-the config schema and returns the reason a row cannot run (SaySelf: no answer-granularity statement
-format or answer-level reward). DRL starts the `rl` stage from the vanilla model (`rl.init=vanilla`). A comparison reports such rows as "not available", with the reason.
+the config schema and returns the reason a row cannot run. DRL starts the `rl` stage from the vanilla
+model (`rl.init=vanilla`). SaySelf is the same pipeline at answer granularity
+(`statements/granularity.py`): one statement after the answer, learned by SFT, then PPO whose only
+reward is the answer-level R_EC. A comparison reports rows it cannot run as "not available", with
+the reason.
 
 Overlays *set* keys: `estimate.fusion.ablate=[lnlp]` replaces a list the base config may already
 have, it does not extend it.
@@ -101,12 +104,13 @@ _ROWS: list[Row] = [
     Row(name="vanilla", label="Vanilla (internal levels)", kind="reference", group="reference", own_run=False,
         model="vanilla", description="The vanilla model's fused internal confidence as levels, no training: the "
         "evaluate stage's vanilla row of the full method's run."),
-    Row(name="sayself", label="SaySelf", kind="method", group="method",
-        unavailable="answer-level statements are not in the config: SaySelf needs one statement after the answer "
-        "(an answer-granularity sft_data format and its parser) and an answer-level calibration reward in the rl "
-        "stage; neither exists yet", paper_row="SaySelf",
+    Row(name="sayself", label="SaySelf (answer-level statement)", kind="method", group="method",
+        overrides=("statements.granularity=answer", "rl.reward.alpha=0", "rl.reward.gamma=0"), model="rl",
+        needs_rl=True, paper_row="SaySelf",
         description="Answer-level confidence learned by SFT, then RL with an answer-level calibration reward "
-                    "(method.md section 7)."),
+                    "(method.md section 7): one statement after the final step (the answer's level: the mean of "
+                    "its steps' internal levels), PPO on one answer-level step per response with R_EC only; "
+                    "every step carries the answer's level at evaluation."),
     Row(name="drl", label="DRL (RL without warm-up)", kind="method", group="method",
         overrides=("rl.init=vanilla", _stages(("data", "base", "estimate", "rl", "evaluate"))), model="rl",
         needs_rl=True, description="PPO straight from the vanilla model, no SFT warm-up (method.md section 7): "

@@ -31,7 +31,7 @@ Several `run_compare` processes may share one root (e.g. one per GPU, `mmboundar
 reuse its saved result when it has finished. The seed's full run is made once: a second process
 waits for it (`locks/seed<s>-full-run.lock`). The report is written by each process at its end;
 the last one to finish writes the complete one. Rows the config cannot express
-(DRL, SaySelf, see `ablations.row_availability`) are saved as `unavailable` with the reason, and
+(e.g. RL rows without the rl stage, `ablations.row_availability`) are saved as `unavailable` with the reason, and
 baselines that do not apply to the model (DPV/DPS on the tiny model) as `not_applicable`.
 
 `build_report(root_dir)` is pure: it reads only the saved JSON (`spec.json`, `results/`,
@@ -804,8 +804,8 @@ _ADDED_FIELDS: tuple[dict[tuple[str, ...], Any], ...] = (
     # 2026-12-02, second session: the RL variants of issue 5
     {("rl", "algorithm"): "ppo", ("rl", "level_phrasings"): 1, ("rl", "level_gradient"): "exact",
      ("rl", "level_temperature"): 1.0, ("rl", "questions"): "train", ("rl", "reward", "cs_scale"): "level"},
-    # 2026-12-02, third session: the floored level gradient
-    {("rl", "level_floor"): 0.05},
+    # 2026-12-02, third session: the floored level gradient, statement granularity (SaySelf)
+    {("rl", "level_floor"): 0.05, ("statements", "granularity"): "step"},
 )
 
 #: The forms of a fingerprint a saved result may have been written in, newest first: 0 the

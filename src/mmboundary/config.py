@@ -168,6 +168,12 @@ class StatementsConfig(_Section):
     min_similarity: float | None = Field(
         None, ge=-1, le=1, description="Backward mapping: below this cosine similarity to the pool a "
         "statement is unparsed (None: the mapper's documented default).")
+    granularity: Literal["step", "answer"] = Field(
+        "step", description="'step': a statement after every step (MMBoundary). 'answer': one statement, "
+        "after the final step, for the whole answer (the SaySelf-style baseline, "
+        "`statements/granularity.py`): the SFT data states the answer's level (**[choice]** the mean of its "
+        "steps' internal levels, rounded half up), the rl stage scores one step per response (the answer), "
+        "and at evaluation every step carries the answer's level.")
 
 
 class SftDataConfig(_Section):

@@ -33,22 +33,28 @@ def chain_record(example: Example, text: str) -> GeneratedChain:
                           answer_correct=is_correct(answer, example.answers))
 
 
-def expressed_chain_record(example: Example, text: str, parsed) -> GeneratedChain:
+def expressed_chain_record(example: Example, text: str, parsed, granularity: str = "step") -> GeneratedChain:
     """A chain of a model that writes statements: each step's text without its statement
     (checked by the benchmark's checker when there is a scene), its statement and the level it
     maps back to (`parsed`: the parser's `ParsedChain` of this text, `statements.chain_format`).
     A step's `start`/`end` span its own words in `text` (up to the comma before its statement),
     so that internal confidence computed on it never reads the statement. The answer is read
-    from the steps without their statements."""
+    from the steps without their statements. `granularity="answer"`: every step's level is the one
+    stated after the final step (`statements.granularity.spread_answer_level`)."""
+    from mmboundary.statements.granularity import spread_answer_level
+
     check = None
     if example.scene is not None:
         from mmboundary.data.benchmark import check_step as check
     steps = []
-    for p in parsed.steps:
+    levels = [p.level for p in parsed.steps]
+    if granularity == "answer":
+        levels = spread_answer_level(levels)
+    for p, level in zip(parsed.steps, levels):
         correct = check(p.text, example) if check is not None else None
         start, end = p.body_span  # the step's own words: internal signals never see the statement
         steps.append(GeneratedStep(text=p.text, start=start, end=end, correct=correct,
-                                   statement=p.statement, level=p.level))
+                                   statement=p.statement, level=level))
     answer = extract_answer(" ".join(s.text for s in steps))
     return GeneratedChain(example_id=example.id, text=text, steps=tuple(steps), answer=answer,
                           answer_correct=is_correct(answer, example.answers))

@@ -287,7 +287,8 @@ def stage_sft_data(run: Run) -> dict:
     levels = read_step_levels(est / "steps_train.jsonl")
     rng = np.random.default_rng(cfg.sft_data.seed if cfg.sft_data.seed is not None else cfg.seed)
     records, skipped = sft_records(examples, chains, levels, statement_writer(cfg, rng),
-                                   write_chain, drop_unanswered=cfg.sft_data.drop_unanswered)
+                                   write_chain, drop_unanswered=cfg.sft_data.drop_unanswered,
+                                   granularity=cfg.statements.granularity)
     if not records:
         raise RunError(f"{est}: no train chain could be turned into an SFT record ({skipped})")
     Dataset.from_list(records).save_to_disk(str(out / "dataset"))
@@ -295,7 +296,7 @@ def stage_sft_data(run: Run) -> dict:
 
     summary = {"records": len(records), "steps": sum(len(r["levels"]) for r in records), "skipped": skipped,
                "level_shares": level_shares([v for r in records for v in r["levels"]]),
-               "statements": cfg.statements.kind}
+               "statements": cfg.statements.kind, "granularity": cfg.statements.granularity}
     atomic_write_json(out / "summary.json", summary)
     return summary
 
@@ -472,7 +473,8 @@ def stage_evaluate(run: Run) -> dict:
                         else None
                     mapper = mapper or make_statement_mapper(cfg, encoder=shared)
                     parsed = parse_chains(texts, mapper)
-                    chains = [expressed_chain_record(ex, t, p) for ex, t, p in zip(examples, texts, parsed)]
+                    chains = [expressed_chain_record(ex, t, p, cfg.statements.granularity)
+                              for ex, t, p in zip(examples, texts, parsed)]
                 else:
                     chains = [chain_record(ex, t) for ex, t in zip(examples, texts)]
             write_jsonl(out / f"chains_{name}_{split}.jsonl", chains)

@@ -63,6 +63,9 @@ _TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_att
 
 def _with_tokens(tokenizer, tokens: list[str]):
     tok = copy.deepcopy(tokenizer)
+    # a tokenizer that once went into another processor (e.g. the tiny LLaVA's) remembers that
+    # processor's class and would write it into tokenizer_config.json, where AutoProcessor reads it
+    tok._processor_class = None
     missing = [t for t in tokens if t not in tok.get_vocab()]
     if missing:
         tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in missing], special_tokens=True)

@@ -426,6 +426,7 @@ class RolloutContext:
     clip: Any = None
     similarity: Any = None
     estimate_batch_size: int = 16
+    granularity: str = "step"  # `statements.granularity`: 'answer' scores one statement per response
 
     @classmethod
     def from_run(cls, run) -> RolloutContext:
@@ -449,7 +450,8 @@ class RolloutContext:
             similarity = SentenceSimilarity(ecfg.similarity_model, kind=ecfg.similarity_kind)
         return cls(mapper=make_statement_mapper(cfg), normalizer=Normalizer.load(est / "normalizer.json"),
                    levels=Levels.load(est / "levels.json"), fusion=ecfg.fusion, signals=tuple(ecfg.signals),
-                   clip=clip, similarity=similarity, estimate_batch_size=ecfg.batch_size)
+                   clip=clip, similarity=similarity, estimate_batch_size=ecfg.batch_size,
+                   granularity=cfg.statements.granularity)
 
 
 def _internal_levels(vlm, ctx: RolloutContext, examples: Mapping[str, Any], chains) -> list[list[int] | None]:
@@ -502,6 +504,7 @@ def samples_from_ids(vlm, items: Sequence[tuple[int, Any]], ids: Sequence[Sequen
     parsed = parse_chains(texts, ctx.mapper)
     chains = [expressed_chain_record(ex, t, p) for (_, ex), t, p in zip(items, texts, parsed)]
     internal = _internal_levels(vlm, ctx, examples, chains)
+    from mmboundary.training.rollout import answer_rollout
     prompts = {i: vlm.prompt_text(ex.question, ex.choices) for i, ex in examples.items()}
     samples = []
     for (g, ex), x, (text, ends), p, chain, lv in zip(items, ids, decoded, parsed, chains, internal):
@@ -511,6 +514,8 @@ def samples_from_ids(vlm, items: Sequence[tuple[int, Any]], ids: Sequence[Sequen
         correct = [int(s.correct) if s.correct is not None else (a if cfg.unknown_step_target == "answer" else 0)
                    for s in chain.steps]
         rollout, dropped = build_rollout(ex.id, 0, x, ends, p, correct, levels, a)
+        if ctx.granularity == "answer":  # one answer-level statement per response (SaySelf-style)
+            rollout = answer_rollout(rollout)
         samples.append(Sample(rollout=rollout, prompt=prompts[ex.id], image=images[ex.id], text=text, group=g,
                               active=active, expressed=tuple(s.level for s in p.steps),
                               internal=tuple(levels) if active else (), answer_correct=a, dropped_steps=dropped,
@@ -1163,6 +1168,9 @@ def train_rl(policy, reference, examples: Sequence[Any], ctx: RolloutContext, cf
     if cfg.algorithm == "expected" and world > 1:
         raise ValueError("rl.algorithm 'expected' runs on one process (its multi-process update is not written "
                          f"yet), not {world}; use algorithm 'ppo' with several processes")
+    if cfg.algorithm == "expected" and ctx.granularity != "step":
+        raise ValueError("rl.algorithm 'expected' writes every level's statement after each step; it needs "
+                         "statements.granularity 'step', not 'answer' (use algorithm 'ppo')")
     if cfg.finetune == "lora":
         from mmboundary.training.sft import _lora_wrap
 

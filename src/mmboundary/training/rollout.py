@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["N_LEVELS", "Rollout", "RolloutStep", "StepRewards", "pad_right"]
+__all__ = ["N_LEVELS", "Rollout", "RolloutStep", "StepRewards", "answer_rollout", "pad_right"]
 
 #: Number of confidence levels (1 = least confident .. 5 = most), as in `confidence.fusion`.
 N_LEVELS = 5
@@ -173,6 +173,24 @@ class Rollout:
     def with_(self, **changes: object) -> Rollout:
         """A copy with some fields replaced (validated again)."""
         return dataclasses.replace(self, **changes)
+
+
+def answer_rollout(rollout: Rollout) -> Rollout:
+    """The rollout of an answer-granularity response (`statements.granularity: answer`, the
+    SaySelf-style baseline): one step spanning the whole chain, whose statement is the final
+    step's, whose correctness is the answer's (`answer_correct`) and whose internal level is the
+    answer's (`statements.granularity.answer_level` of the steps'), so the rewards score one
+    answer-level statement per response. A rollout without steps is returned unchanged."""
+    from mmboundary.statements.granularity import answer_level
+
+    if not rollout.steps:
+        return rollout
+    first, last = rollout.steps[0], rollout.steps[-1]
+    step = RolloutStep(start=first.start, end=last.end, statement_start=last.statement_start,
+                       statement_end=last.statement_end, expressed_level=last.expressed_level,
+                       internal_level=answer_level([s.internal_level for s in rollout.steps]),
+                       correct=rollout.answer_correct)
+    return rollout.with_(steps=(step,), rewards=None)
 
 
 def pad_right(sequences: Sequence[torch.Tensor], length: int | None = None,

@@ -37,7 +37,8 @@ log = logging.getLogger("mmboundary.sft")
 
 def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain],
                 levels: Mapping[tuple[str, int], int], write_statement, write_chain,
-                *, drop_unanswered: bool = False) -> tuple[list[dict[str, Any]], dict[str, int]]:
+                *, drop_unanswered: bool = False,
+                granularity: str = "step") -> tuple[list[dict[str, Any]], dict[str, int]]:
     """SFT records (plain dicts, the columns of the `datasets` dataset) and counts of what was
     left out.
 
@@ -47,7 +48,11 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
 
     A chain with no steps, or with a step that has no level, is left out and counted (never
     given an invented level); so is a chain that states no answer when `drop_unanswered`.
+    `granularity="answer"`: one statement, after the final step, of the answer's level
+    (`statements.granularity.answer_level` of the steps' levels); `levels` then holds that one level.
     """
+    from mmboundary.statements.granularity import answer_level
+
     records: list[dict[str, Any]] = []
     skipped = {"no_steps": 0, "missing_level": 0, "unanswered": 0, "unknown_example": 0}
     for chain in chains:
@@ -65,7 +70,11 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
         if any(v is None for v in lv):
             skipped["missing_level"] += 1
             continue
-        statements = [write_statement(int(v)) for v in lv]
+        if granularity == "answer":
+            lv = [answer_level([int(v) for v in lv])]
+            statements = [None] * (len(chain.steps) - 1) + [write_statement(lv[0])]
+        else:
+            statements = [write_statement(int(v)) for v in lv]
         records.append({
             "example_id": ex.id,
             "image": str(ex.image),
