@@ -299,8 +299,9 @@ class StubPipeline:
     """Runs a run's missing stages by writing a marker artifact; `evaluate` writes metrics.json and
     chains in the evaluate stage's format, with numbers that depend on the run's config."""
 
-    def __init__(self):
+    def __init__(self, weights: str | None = None):
         self.calls: list[tuple[str, str]] = []
+        self.weights = weights  # when set, base/sft/rl write a model.safetensors of this content
 
     def __call__(self, run):
         from mmboundary.evaluation.expressed import chain_levels, confidence_report
@@ -312,6 +313,8 @@ class StubPipeline:
             d = run.begin_stage(stage)
             self.calls.append((f"{run.root.parent.name}/{run.root.name}", stage))
             (d / "artifact.txt").write_text(f"{run.root} {stage}")
+            if self.weights is not None and stage in ("base", "sft", "rl"):
+                (d / "model.safetensors").write_text(f"{self.weights} {stage} {run.root.name}")
             offset = run.config.seed + len(run.config.estimate.fusion.ablate) + int(run.config.rl.reward.alpha)
             if stage == "data":
                 for split in ("train", "test", "ood"):
@@ -627,3 +630,71 @@ def test_two_processes_share_a_root(tmp_path, no_models):
     results = run_compare(spec, root2, pipeline_runner=runner2, baseline_runner=_stub_baselines([]))
     assert {r.row: r.status for r in results} == {**status, "wo_r_ka": "ok"}
     assert "seed0/wo_r_ec" not in {r for r, _ in pipe2.calls} and "seed0/wo_r_ka" in {r for r, _ in pipe2.calls}
+
+
+def test_a_rebuilt_full_run_recomputes_the_rows_made_from_other_weights(tmp_path, no_models):
+    """One seed's rows must share one set of models: when a seed's run directories are gone and
+    its full run is rebuilt with other weights (CPU training is not bit-reproducible), the saved
+    rows made from the old weights are recomputed; rebuilt with the same weights, they are kept."""
+    import shutil
+
+    from mmboundary.compare import stage_digest
+
+    spec = CompareSpec(methods=["vanilla", "sft_only", "full"], ablations=["wo_r_ka"],
+                       baselines=[BaselineSpec(method="sc")], corrections=[CorrectionSpec(model="vanilla")],
+                       seeds=[0])
+    root = tmp_path / "cmp"
+    bcalls, ccalls = [], []
+    first = {r.row: r for r in run_compare(spec, root, pipeline_runner=StubPipeline(weights="A"),
+                                           baseline_runner=_stub_baselines(bcalls),
+                                           correction_runner=_stub_corrections(ccalls))}
+    from mmboundary.runs import Run
+
+    full = Run.open(root / "runs" / "seed0" / "full")
+    digest = {st: stage_digest(full, st) for st in ("base", "sft", "rl")}
+    assert len(set(digest.values())) == 3 and None not in digest.values()
+    assert first["vanilla"].origin == {"base": digest["base"]}
+    assert first["sft_only"].origin == {"base": digest["base"], "sft": digest["sft"]}
+    assert first["full"].origin == digest
+    assert first["wo_r_ka"].origin == {"base": digest["base"], "sft": digest["sft"]}  # its own rl is not the full run's
+    assert first["sc"].origin == {"base": digest["base"]}
+    assert first["self-correct-vanilla"].origin == {"base": digest["base"]}
+
+    def lose_runs_and(row_to_drop):
+        shutil.rmtree(root / "runs")
+        shutil.rmtree(root / "locks", ignore_errors=True)
+        result_path(root, row_to_drop, 0).unlink()
+
+    # the same weights again (a reproducible rebuild): only the missing row runs
+    lose_runs_and("wo_r_ka")
+    n_b, n_c = len(bcalls), len(ccalls)
+    same = {r.row: r for r in run_compare(spec, root, pipeline_runner=StubPipeline(weights="A"),
+                                          baseline_runner=_stub_baselines(bcalls),
+                                          correction_runner=_stub_corrections(ccalls))}
+    assert len(bcalls) == n_b and len(ccalls) == n_c
+    assert same["vanilla"].model_dump() == first["vanilla"].model_dump()
+
+    # other weights: every row is made again from the new full run, none is mixed in
+    lose_runs_and("wo_r_ka")
+    other = {r.row: r for r in run_compare(spec, root, pipeline_runner=StubPipeline(weights="B"),
+                                           baseline_runner=_stub_baselines(bcalls),
+                                           correction_runner=_stub_corrections(ccalls))}
+    assert len(bcalls) == n_b + 2 and len(ccalls) == n_c + 2  # sc and the correction, test and ood
+    new_base = stage_digest(Run.open(root / "runs" / "seed0" / "full"), "base")
+    assert new_base != digest["base"]
+    assert all(r.origin["base"] == new_base for r in other.values()), {k: r.origin for k, r in other.items()}
+    for row, r in other.items():
+        assert load_result(result_path(root, row, 0)).origin == r.origin
+
+
+def test_results_without_digests_are_kept_only_if_newer_than_the_base_stage():
+    from mmboundary.compare import RowResult, _consistent
+
+    legacy = RowResult(row="vanilla", label="Vanilla", kind="reference", seed=0, status="unavailable", reason="x")
+    assert _consistent(legacy, {"base": "b1"}, saved_at=200.0, base_done=100.0)
+    assert not _consistent(legacy, {"base": "b1"}, saved_at=50.0, base_done=100.0)
+    assert _consistent(legacy, {}, saved_at=None, base_done=100.0)
+    made = legacy.model_copy(update={"origin": {"base": "b1", "sft": "s1"}})
+    assert _consistent(made, {"base": "b1", "sft": "s1", "rl": "r1"}, saved_at=0.0, base_done=100.0)
+    assert not _consistent(made, {"base": "b1", "sft": "s2", "rl": "r1"}, saved_at=500.0, base_done=100.0)
+    assert not _consistent(made, {"base": "b1", "sft": None}, saved_at=500.0, base_done=100.0)

@@ -120,3 +120,36 @@ def test_answer_granularity_fork_runs_end_to_end(finished_run, tmp_path):
             assert len(levels) <= 1  # the answer's level (or None) on every step
     metrics = json.loads((run.stage_dir("evaluate") / "metrics.json").read_text())
     assert "expressed" in metrics["test"]["rl"]
+
+
+_REPRO = """
+import sys
+from mmboundary import pipeline
+from mmboundary.compare import stage_digest
+from mmboundary.config import load_config
+from mmboundary.runs import Run
+run = Run.open(sys.argv[1], load_config(None, sys.argv[2:]))
+pipeline.run_pipeline(run)
+print("DIGESTS", stage_digest(run, "base"), stage_digest(run, "sft"), run.marker("base")["torch"]["threads"])
+"""
+
+
+def test_a_run_is_reproducible_at_a_given_thread_count(tmp_path):
+    """The same config in two fresh processes (different hash seeds, one CPU thread each) trains
+    bit-identical base and SFT weights. (Measured beside it, not asserted: with 2 threads instead
+    of 1 the weights differ, so the thread count is recorded in every stage's COMPLETE marker.)"""
+    import os
+    import subprocess
+    import sys
+
+    overrides = [o for o in SMALL if not o.startswith(("rl.", "stages="))] + ["stages=[data,base,estimate,sft_data,sft]"]
+    out = []
+    for k in (1, 2):
+        env = dict(os.environ, PYTHONHASHSEED=str(k), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+                   HF_HUB_OFFLINE="1", MMBOUNDARY_PROGRESS="0")
+        p = subprocess.run([sys.executable, "-c", _REPRO, str(tmp_path / f"r{k}"), *overrides], env=env,
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-3000:]
+        line = next(ln for ln in p.stdout.splitlines() if ln.startswith("DIGESTS"))
+        out.append(line.split()[1:])
+    assert out[0] == out[1] and "None" not in out[0][:2] and out[0][2] == "1", out

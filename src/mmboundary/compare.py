@@ -412,7 +412,9 @@ class RowResult(BaseModel):
     retried by the next run). `reason` says why for every status but "ok". `source` names the run
     directory and model, or the baseline and its raw result files. `stages_reused` / `stages_run`:
     the run's stages hard-linked from the full run / computed for this row; `seconds`: the wall
-    time this row took in the run that produced it."""
+    time this row took in the run that produced it. `origin`: the weights of the seed's full run
+    the result was made from, as {stage: digest} for its model stages (`base`, `sft`, `rl`) the
+    row depends on (`stage_digest`); empty in results saved before it was recorded."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -430,6 +432,7 @@ class RowResult(BaseModel):
     stages_run: list[str] = Field(default_factory=list)
     seconds: float | None = None
     fingerprint: str | None = None
+    origin: dict[str, str] = Field(default_factory=dict)
     note: str | None = None
 
     @model_validator(mode="after")
@@ -736,6 +739,57 @@ def _default_pipeline(run) -> None:
     run_pipeline(run)
 
 
+#: The stages whose trained weights a model of a run depends on.
+MODEL_STAGES = {"vanilla": ("base",), "sft": ("base", "sft"), "rl": ("base", "sft", "rl")}
+
+
+def stage_digest(run, stage: str) -> str | None:
+    """A digest of the weights a finished stage of `run` trained (sha256 over its `.safetensors`
+    files, by relative path), or None for a stage that is not complete or trained none.
+
+    Why: training on a CPU is reproducible bit for bit only at the same thread count (measured: the
+    same seed and config, rebuilt on another day with one thread per process, gave an SFT model
+    with test MECE 0.075 instead of 0.087), so a seed's full run rebuilt after its run directory
+    was lost may be another experiment.
+    Rows saved from the old one must not be mixed with rows forked from the new one."""
+    if not run.is_complete(stage):
+        return None
+    d = run.stage_dir(stage)
+    files = sorted(d.rglob("*.safetensors"))
+    if not files:
+        return None
+    h = hashlib.sha256()
+    for f in files:
+        h.update(str(f.relative_to(d)).encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def _origin(digests: dict[str, str | None], stages: Sequence[str]) -> dict[str, str]:
+    """The `origin` of a result that depends on `stages` of the full run (digests of the full run)."""
+    return {s: digests[s] for s in stages if digests.get(s)}
+
+
+def _consistent(res: RowResult, digests: dict[str, str | None], saved_at: float | None,
+                base_done: float | None) -> bool:
+    """Whether a saved result belongs to the seed's current full run: every stage digest it
+    recorded still matches. A result without digests (saved before they were recorded) is kept
+    unless its file is older than the full run's `base` stage (`saved_at` < `base_done`, file
+    modification times): then it cannot have been made from these weights."""
+    if not res.origin:
+        return saved_at is None or base_done is None or saved_at >= base_done
+    return all(digests.get(stage) == d for stage, d in res.origin.items())
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return None
+
+
 def _complete(run) -> list[str]:
     from mmboundary.config import STAGES
 
@@ -1034,12 +1088,13 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 # every row of the seed has one, its runs are not even opened (results kept from an
                 # earlier session, without the run directories, still count)
                 reused, free = _reusable_results(root, spec, rows, seed, overrides)
-                for res in reused.values():
-                    results.append(res)
-                    display.done(res)
                 needed = [name for name, _ in labels if name not in reused and name not in free]
-                if reused:
-                    log.info("seed %d: %d saved result(s) reused: %s", seed, len(reused), ", ".join(reused))
+                if not needed:
+                    for res in reused.values():
+                        results.append(res)
+                        display.done(res)
+                    if reused:
+                        log.info("seed %d: %d saved result(s) reused: %s", seed, len(reused), ", ".join(reused))
                 if not needed:  # the unavailable rows are recorded without a run
                     for kind, item in rows:
                         name = item.name if kind == "pipeline" else item.row_name
@@ -1069,6 +1124,26 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 except Exception as e:  # noqa: BLE001 - recorded, the other seeds go on
                     full_error = e
                     log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
+                # a saved result is kept only if it was made from this full run's weights: one
+                # seed's rows then always share one vanilla / SFT / RL model (see stage_digest)
+                digests = ({st: stage_digest(full_run, st) for st in MODEL_STAGES["rl"]}
+                           if full_run is not None else {})
+                base_done = _mtime(full_run.stage_dir("base") / "COMPLETE") if full_run is not None else None
+
+                def consistent(res: RowResult) -> bool:
+                    return full_run is None or _consistent(res, digests, _mtime(result_path(root, res.row, seed)),
+                                                           base_done)
+
+                for name in list(reused):
+                    if not consistent(reused[name]):
+                        log.info("seed %d %s: its saved result was made from other weights than this seed's "
+                                 "full run (rebuilt since); recomputed", seed, name)
+                        del reused[name]
+                for res in reused.values():
+                    results.append(res)
+                    display.done(res)
+                if reused:
+                    log.info("seed %d: %d saved result(s) reused: %s", seed, len(reused), ", ".join(reused))
                 def claimed(wanted: str, seed: int = seed, overrides: list[str] = overrides, reused=reused):
                     """The rows of kind `wanted` this process runs, each while holding its lock: a row
                     another process is running is left to it (it saves the result); one another
@@ -1083,7 +1158,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         try:
                             with hold(_lock_file(root, name, seed), what=f"row {name} of seed {seed}"):
                                 again, _ = _reusable_results(root, spec, [(kind, item)], seed, overrides)
-                                if name in again:
+                                if name in again and consistent(again[name]):
                                     results.append(again[name])
                                     display.done(again[name])
                                     continue
@@ -1121,6 +1196,8 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                             ran = [s for s in _complete(run) if s not in before]
                         splits = pipeline_row_result(run, row, seed, spec.splits)
                         model = row_model(row, run.config)
+                        depends = MODEL_STAGES[model] if run is full_run else \
+                            [st for st in MODEL_STAGES[model] if st in stages_reused]
                         finish(RowResult(
                             **common, status="ok", splits=splits,
                             source={"run": str(run.root.relative_to(root)) if run.root.is_relative_to(root)
@@ -1128,7 +1205,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                             stages_reused=stages_reused, stages_run=ran,
                             seconds=full_info.get("seconds") if row.name == "full" else round(time.time() - t0, 2),
                             fingerprint=_pipeline_fingerprint(run.config, model),
-                            note=note))
+                            origin=_origin(digests, depends), note=note))
                     except Exception as e:  # noqa: BLE001 - recorded as a failed row, retried next time
                         finish(failed(row.name, row.label, row.kind, seed, e, t0, paper_row=row.paper_row))
                 # 4. the baselines on the seed's models
@@ -1163,6 +1240,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                             raise RunError(f"{full_dir}: none of the splits {spec.splits} exists")
                         finish(RowResult(**common, status=status, reason=reason, splits={} if reason else splits,
                                          source=source, seconds=round(time.time() - t0, 2), fingerprint=fp,
+                                         origin=_origin(digests, MODEL_STAGES.get(b.model_name, ("base",))),
                                          note="; ".join(sorted(notes)) or None))
                     except Exception as e:  # noqa: BLE001
                         finish(failed(b.row_name, b.row_label, "baseline", seed, e, t0))
@@ -1195,6 +1273,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                                          source={"run": str(full_dir.relative_to(root)), "model": c.model,
                                                  "correction": c.resolved_config(seed).model_dump(mode="json")},
                                          seconds=round(time.time() - t0, 2), fingerprint=fp,
+                                         origin=_origin(digests, MODEL_STAGES[c.model]),
                                          note="chains with confidence-guided self-correction; the model's greedy "
                                               "numbers (without) are its own row's"))
                     except Exception as e:  # noqa: BLE001

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -135,6 +136,9 @@ class Run:
 
     def mark_complete(self, stage: str, summary: dict | None = None, started: float | None = None) -> None:
         info = {"stage": stage, "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        torch = sys.modules.get("torch")
+        if torch is not None:  # a stage's weights depend on these (CPU kernels split sums by thread)
+            info["torch"] = {"version": torch.__version__, "threads": torch.get_num_threads()}
         if started is not None:
             info["seconds"] = round(time.time() - started, 2)
         if summary:
