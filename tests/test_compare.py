@@ -23,6 +23,7 @@ from mmboundary.compare import (
     load_spec,
     render_markdown,
     result_path,
+    save_result,
     run_compare,
     write_report,
 )
@@ -698,3 +699,25 @@ def test_results_without_digests_are_kept_only_if_newer_than_the_base_stage():
     assert _consistent(made, {"base": "b1", "sft": "s1", "rl": "r1"}, saved_at=0.0, base_done=100.0)
     assert not _consistent(made, {"base": "b1", "sft": "s2", "rl": "r1"}, saved_at=500.0, base_done=100.0)
     assert not _consistent(made, {"base": "b1", "sft": None}, saved_at=500.0, base_done=100.0)
+
+
+def test_the_report_flags_a_seed_whose_rows_mix_weights(tmp_path, no_models):
+    spec = CompareSpec(methods=["vanilla", "sft_only", "full"], ablations=["wo_r_ka"], baselines=[], corrections=[],
+                       seeds=[0, 1])
+    root = tmp_path / "cmp"
+    run_compare(spec, root, pipeline_runner=StubPipeline(weights="A"), baseline_runner=_stub_baselines([]),
+                correction_runner=_stub_corrections([]))
+    report = build_report(root)
+    assert report.mixed == [] and report.unchecked == 0
+    assert "made from one set of weights" in render_markdown(report)
+    # a result copied in from another run of seed 1 (other base weights)
+    r = load_result(result_path(root, "sft_only", 1))
+    save_result(root, r.model_copy(update={"origin": {"base": "other", "sft": r.origin["sft"]}}))
+    report = build_report(root)
+    assert len(report.mixed) == 1 and report.mixed[0].startswith("seed 1: rows made from different `base` weights")
+    assert "sft_only (other)" in report.mixed[0]
+    assert "**Warning: some seeds mix rows" in render_markdown(report)
+    # results without digests are counted, not flagged
+    save_result(root, r.model_copy(update={"origin": {}}))
+    report = build_report(root)
+    assert report.mixed == [] and report.unchecked == 1

@@ -1371,6 +1371,27 @@ class Report(BaseModel):
     tables: list[SplitTable]
     last_run: dict[str, Any] | None = None
     figures: list[str] = Field(default_factory=list)
+    #: per seed, where rows were made from different weights of the full run (`origin`); empty
+    #: when every seed's rows share one set of models
+    mixed: list[str] = Field(default_factory=list)
+    #: results with no `origin` (saved before it was recorded): their weights cannot be checked
+    unchecked: int = 0
+
+
+def _mixed_origins(saved: dict[str, dict[int, RowResult]], seeds: Sequence[int]) -> list[str]:
+    """One line per (seed, model stage) whose rows recorded more than one weight digest."""
+    out = []
+    for seed in seeds:
+        by_stage: dict[str, dict[str, list[str]]] = {}
+        for name, per in saved.items():
+            r = per.get(seed)
+            for stage, digest in (r.origin.items() if r is not None else ()):
+                by_stage.setdefault(stage, {}).setdefault(digest, []).append(name)
+        for stage, digests in by_stage.items():
+            if len(digests) > 1:
+                out.append(f"seed {seed}: rows made from different `{stage}` weights: " + "; ".join(
+                    f"{', '.join(sorted(rows))} ({d})" for d, rows in sorted(digests.items())))
+    return out
 
 
 def _better(col: str, a: float, b: float) -> bool:
@@ -1556,7 +1577,9 @@ def build_report(root_dir: str | Path) -> Report:
     return Report(root=str(root), name=spec.name if spec else root.name, seeds=seeds, splits=splits,
                   base_config=str(spec.config) if spec and spec.config else None,
                   overrides=list(spec.overrides) if spec else [], with_rl=spec.with_rl if spec else True,
-                  tables=tables, last_run=last)
+                  tables=tables, last_run=last, mixed=_mixed_origins(saved, seeds),
+                  unchecked=sum(1 for per in saved.values() for sd, r in per.items()
+                                if sd in seeds and r.status == "ok" and not r.origin))
 
 
 def _fmt(stat: Stat | None, bold: bool = False) -> str:
@@ -1594,6 +1617,15 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                  f"{report.base_config or 'the built-in default'}"
                  + (f", overrides: `{' '.join(report.overrides)}`" if report.overrides else "")
                  + (", with the rl stage" if report.with_rl else ", without the rl stage (with_rl: false)") + ".")
+    lines.append("")
+    if report.mixed:
+        lines.append("**Warning: some seeds mix rows made from different weights of their full run** (their rows are "
+                     "not one experiment; rerun `compare` on a root with the run directories to recompute them):")
+        lines += [f"- {m}" for m in report.mixed]
+    else:
+        lines.append("Each seed's rows were made from one set of weights of its full run (the `origin` digests "
+                     "of the results agree)" + (f"; {report.unchecked} result(s) have no digests to check."
+                                                if report.unchecked else "."))
     if report.last_run:
         lr = report.last_run
         lines.append("")
