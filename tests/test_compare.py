@@ -721,3 +721,23 @@ def test_the_report_flags_a_seed_whose_rows_mix_weights(tmp_path, no_models):
     save_result(root, r.model_copy(update={"origin": {}}))
     report = build_report(root)
     assert report.mixed == [] and report.unchecked == 1
+
+
+def test_a_seed_whose_full_run_another_process_makes_is_taken_up_later(tmp_path, no_models):
+    """While another process makes seed 0's full run, this one makes seed 1's instead of waiting,
+    then comes back to seed 0 (waiting for it only when no other seed is left)."""
+    from test_locks import hold_in_other_process  # tests/ is on the path
+
+    spec = CompareSpec(methods=["sft_only", "full"], ablations=[], baselines=[], corrections=[], seeds=[0, 1])
+    root = tmp_path / "cmp"
+    other = hold_in_other_process(root / "locks" / "seed0-full-run.lock", 1.5)
+    pipe = StubPipeline()
+    try:
+        results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines([]))
+    finally:
+        other.wait()
+    first_full = [run for run, stage in pipe.calls if stage == "data"]
+    assert first_full == ["seed1/full", "seed0/full"]
+    assert {(r.row, r.seed): r.status for r in results} == {(row, s): "ok" for row in ("sft_only", "full")
+                                                          for s in (0, 1)}
+    assert "seed 0: its full run is being made by pid" in (root / "compare.log").read_text()

@@ -1079,7 +1079,9 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
 
     try:
         with _Display(labels, len(spec.seeds)) as display:
-            for seed in spec.seeds:
+            pending = list(spec.seeds)
+            while pending:
+                seed = pending.pop(0)
                 overrides = list(spec.overrides) + [f"seed={seed}"]
                 seed_root = root / "runs" / f"seed{seed}"
                 full_dir = seed_root / "full"
@@ -1112,7 +1114,10 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                     display.start("full", seed, "the full method's run")
                 try:
                     full_cfg = row_config("full", spec.config, overrides, spec.with_rl)
-                    with hold(_lock_file(root, "full-run", seed), what=f"seed {seed}'s full run", wait=True,
+                    # another process making this seed's full run: go on with a later seed and come
+                    # back; with no other seed left, wait for it
+                    with hold(_lock_file(root, "full-run", seed), what=f"seed {seed}'s full run",
+                              wait=not pending,
                               on_wait=lambda who, seed=seed: display.note(
                                   "full", seed, "the full method's run",
                                   f"waiting for {who}, which makes this seed's full run")):
@@ -1121,6 +1126,15 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         pipeline_runner(full_run)
                     full_info = {"stages_run": [s for s in _complete(full_run) if s not in before],
                                  "seconds": round(time.time() - t0, 2)}
+                except Busy as e:
+                    if full_run is None and pending:
+                        log.info("seed %d: its full run is being made by %s; seed %d first", seed, e.holder,
+                                 pending[0])
+                        display.note("full", seed, "the full method's run", f"made by {e.holder}; later")
+                        pending.append(seed)
+                        continue
+                    full_error = e
+                    log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
                 except Exception as e:  # noqa: BLE001 - recorded, the other seeds go on
                     full_error = e
                     log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
