@@ -741,3 +741,20 @@ def test_a_seed_whose_full_run_another_process_makes_is_taken_up_later(tmp_path,
     assert {(r.row, r.seed): r.status for r in results} == {(row, s): "ok" for row in ("sft_only", "full")
                                                           for s in (0, 1)}
     assert "seed 0: its full run is being made by pid" in (root / "compare.log").read_text()
+    assert all(r.stages_run == list(STAGES) for r in results if r.row == "full")
+
+
+def test_the_full_row_costs_its_whole_run(tmp_path):
+    """The full row's seconds are the full run's stage times from their markers, and its stages
+    run are all of the run's stages, whichever process made them."""
+    import time
+
+    from mmboundary.compare import _run_seconds
+    from mmboundary.runs import Run
+
+    run = Run.open(tmp_path / "r", load_config(None, []))
+    assert _run_seconds(run) is None
+    for stage, took in (("data", 1.5), ("base", 20.25)):
+        run.begin_stage(stage)
+        run.mark_complete(stage, started=time.time() - took)
+    assert _run_seconds(run) == pytest.approx(21.75, abs=0.05)

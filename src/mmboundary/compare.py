@@ -790,6 +790,13 @@ def _mtime(path: Path) -> float | None:
         return None
 
 
+def _run_seconds(run) -> float | None:
+    """The seconds a run's complete stages took, from their COMPLETE markers (None if none says)."""
+    secs = [run.marker(s).get("seconds") for s in _complete(run)]
+    secs = [x for x in secs if x is not None]
+    return round(sum(secs), 2) if secs else None
+
+
 def _complete(run) -> list[str]:
     from mmboundary.config import STAGES
 
@@ -1199,7 +1206,8 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                                 raise RunError(f"the full method's run {full_dir} failed: "
                                                f"{type(full_error).__name__}: {full_error}")
                             run = full_run
-                            ran = full_info.get("stages_run", []) if row.name == "full" else []
+                            # the full row costs the full run, whichever process made it
+                            ran = _complete(full_run) if row.name == "full" else []
                             if row.name != "full":
                                 note = "a model of the full method's run (no run of its own)" if not row.own_run \
                                     else "same config as the full method: its run"
@@ -1217,7 +1225,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                             source={"run": str(run.root.relative_to(root)) if run.root.is_relative_to(root)
                                     else str(run.root), "model": model},
                             stages_reused=stages_reused, stages_run=ran,
-                            seconds=full_info.get("seconds") if row.name == "full" else round(time.time() - t0, 2),
+                            seconds=_run_seconds(full_run) if row.name == "full" else round(time.time() - t0, 2),
                             fingerprint=_pipeline_fingerprint(run.config, model),
                             origin=_origin(digests, depends), note=note))
                     except Exception as e:  # noqa: BLE001 - recorded as a failed row, retried next time
