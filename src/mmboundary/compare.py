@@ -1072,6 +1072,13 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
     rows = spec.rows()
     labels = [(r.name, r.label) if k == "pipeline" else (r.row_name, r.row_label) for k, r in rows]
 
+    def take_reused(found: dict[str, RowResult], seed: int) -> None:
+        for res in found.values():
+            results.append(res)
+            display.done(res)
+        if found:
+            log.info("seed %d: %d saved result(s) reused: %s", seed, len(found), ", ".join(found))
+
     def finish(res: RowResult) -> RowResult:
         save_result(root, res)
         results.append(res)
@@ -1092,19 +1099,14 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                 overrides = list(spec.overrides) + [f"seed={seed}"]
                 seed_root = root / "runs" / f"seed{seed}"
                 full_dir = seed_root / "full"
-                full_run, full_cfg, full_error, full_info = None, None, None, {}
+                full_run, full_cfg, full_error = None, None, None
                 # 0. rows whose saved result still holds (same fingerprint) are not recomputed; when
                 # every row of the seed has one, its runs are not even opened (results kept from an
                 # earlier session, without the run directories, still count)
                 reused, free = _reusable_results(root, spec, rows, seed, overrides)
                 needed = [name for name, _ in labels if name not in reused and name not in free]
-                if not needed:
-                    for res in reused.values():
-                        results.append(res)
-                        display.done(res)
-                    if reused:
-                        log.info("seed %d: %d saved result(s) reused: %s", seed, len(reused), ", ".join(reused))
                 if not needed:  # the unavailable rows are recorded without a run
+                    take_reused(reused, seed)
                     for kind, item in rows:
                         name = item.name if kind == "pipeline" else item.row_name
                         if name in free:
@@ -1116,7 +1118,6 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                                              paper_row=item.paper_row if kind == "pipeline" else None))
                     continue
                 # 1. the full method's run (the source of every fork of this seed)
-                t0 = time.time()
                 if "full" in display.tasks and "full" not in reused:
                     display.start("full", seed, "the full method's run")
                 try:
@@ -1129,20 +1130,14 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                                   "full", seed, "the full method's run",
                                   f"waiting for {who}, which makes this seed's full run")):
                         full_run, _ = _current_run(full_dir, full_cfg)
-                        before = _complete(full_run)
                         pipeline_runner(full_run)
-                    full_info = {"stages_run": [s for s in _complete(full_run) if s not in before],
-                                 "seconds": round(time.time() - t0, 2)}
-                except Busy as e:
-                    if full_run is None and pending:
+                except Exception as e:  # noqa: BLE001 - recorded, the other seeds go on
+                    if isinstance(e, Busy) and full_run is None and pending:
                         log.info("seed %d: its full run is being made by %s; seed %d first", seed, e.holder,
                                  pending[0])
                         display.note("full", seed, "the full method's run", f"made by {e.holder}; later")
                         pending.append(seed)
                         continue
-                    full_error = e
-                    log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
-                except Exception as e:  # noqa: BLE001 - recorded, the other seeds go on
                     full_error = e
                     log.error("seed %d: the full method's run failed:\n%s", seed, "".join(traceback.format_exception(e)))
                 # a saved result is kept only if it was made from this full run's weights: one
@@ -1160,11 +1155,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                         log.info("seed %d %s: its saved result was made from other weights than this seed's "
                                  "full run (rebuilt since); recomputed", seed, name)
                         del reused[name]
-                for res in reused.values():
-                    results.append(res)
-                    display.done(res)
-                if reused:
-                    log.info("seed %d: %d saved result(s) reused: %s", seed, len(reused), ", ".join(reused))
+                take_reused(reused, seed)
                 def claimed(wanted: str, seed: int = seed, overrides: list[str] = overrides, reused=reused):
                     """The rows of kind `wanted` this process runs, each while holding its lock: a row
                     another process is running is left to it (it saves the result); one another
@@ -1262,7 +1253,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
                             raise RunError(f"{full_dir}: none of the splits {spec.splits} exists")
                         finish(RowResult(**common, status=status, reason=reason, splits={} if reason else splits,
                                          source=source, seconds=round(time.time() - t0, 2), fingerprint=fp,
-                                         origin=_origin(digests, MODEL_STAGES.get(b.model_name, ("base",))),
+                                         origin=_origin(digests, MODEL_STAGES[b.model_name]),
                                          note="; ".join(sorted(notes)) or None))
                     except Exception as e:  # noqa: BLE001
                         finish(failed(b.row_name, b.row_label, "baseline", seed, e, t0))
