@@ -153,3 +153,24 @@ def test_a_run_is_reproducible_at_a_given_thread_count(tmp_path):
         line = next(ln for ln in p.stdout.splitlines() if ln.startswith("DIGESTS"))
         out.append(line.split()[1:])
     assert out[0] == out[1] and "None" not in out[0][:2] and out[0][2] == "1", out
+
+
+def test_result_table_is_whole_in_a_log(capsys, monkeypatch):
+    """Printed to a file or a pipe (not a terminal), the results table keeps its model names and
+    level shares on one line per row (rich's default 80 columns cut them to 'vani…')."""
+    from mmboundary.pipeline import print_results
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    shares = {"1": 0.09, "2": 0.17, "3": 0.41, "4": 0.32, "5": 0.01}
+    row = {"answer_accuracy": 0.46, "f1": 0.89,
+           "internal": {"ece": 0.073, "mece": 0.053, "auroc": 0.751, "brier": 0.201, "parsed_share": 1.0,
+                        "level_shares": shares}}
+    print_results({"test": {"vanilla": row}, "ood": {"vanilla": row}})
+    lines = capsys.readouterr().out.splitlines()
+    rows = [ln for ln in lines if ln.startswith("│") and "vanilla" in ln]
+    assert len(rows) == 2 and all("9 17 41 32 1" in ln for ln in rows), lines
+    assert all("0.053" in ln and "0.751" in ln for ln in rows)
+
+    monkeypatch.setenv("COLUMNS", "60")  # a width the user sets is honoured
+    print_results({"test": {"vanilla": row}})
+    assert not any(ln.startswith("│") and "vanilla" in ln for ln in capsys.readouterr().out.splitlines())

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 
 from mmboundary.errors import MMBoundaryError
+from mmboundary.progress import report_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="MMBoundary: teach vision-language models to state calibrated step confidence.")
@@ -134,7 +135,7 @@ def check_data_command(config: ConfigOpt = None, set_: SetOpt = None,
     def go():
         cfg = load_config(config or None, set_ or [])
         report = check_data(cfg.data, model=cfg.model if prompts else None)
-        print_report(report, Console(highlight=False), strict=strict)
+        print_report(report, report_console(highlight=False), strict=strict)
         return report.ok(strict)
 
     if not _guard(go):
@@ -180,7 +181,7 @@ def ask(question: Annotated[str, typer.Argument(help="The question about the ima
         if json_:
             sys.stdout.write(a.model_dump_json(indent=2) + "\n")
             return
-        out = Console(highlight=False)
+        out = report_console(highlight=False)
         out.print(answer_table(a))
         out.print(f"[bold]answer:[/bold] {escape(a.answer) if a.answer is not None else '(none stated)'}")
         out.print("[dim]levels: 1 = least confident .. 5 = most; step colour = expressed level, else internal[/dim]")

@@ -1813,10 +1813,11 @@ def write_report(report: Report, out_dir: str | Path) -> list[Path]:
 
 
 def _print_summary(report: Report) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from mmboundary.progress import report_console
+
+    console = report_console()
     for t in report.tables:
         table = Table(title=f"comparison {report.name}: {t.split} (mean ± std over seeds)")
         table.add_column("row")

@@ -36,7 +36,7 @@ from mmboundary.config import RunConfig
 from mmboundary.data.jsonl import read_examples, write_examples
 from mmboundary.distributed import barrier, is_main_process, shard_map
 from mmboundary.errors import RunError
-from mmboundary.progress import progress_enabled
+from mmboundary.progress import progress_enabled, report_console
 from mmboundary.records import Example
 from mmboundary.runs import MARKER, Run, atomic_write_json, atomic_write_text
 
@@ -376,7 +376,7 @@ def print_signal_table(report: dict) -> None:
     for split, m in report.items():
         table.add_row(split, *[(f"{m[n]['auroc']:.3f} / {m[n]['ece']:.3f}" if n in m and m[n]["auroc"] is not None
                                 else "-") for n in names])
-    Console().print(table)
+    report_console().print(table)
 
 
 def resolve_vlm_path(run: Run) -> str:
@@ -520,7 +520,7 @@ def print_results(results: dict[str, dict]) -> None:
             levels = " ".join(f"{100 * shares[k]:.0f}" for k in sorted(shares, key=int)) if shares else "-"
             table.add_row(split, name, f(m["answer_accuracy"]), f(c.get("ece")), f(c.get("mece")), f(m.get("f1")),
                           f(c.get("auroc")), f(c.get("brier")), f(c.get("parsed_share")), levels)
-    Console().print(table)
+    report_console().print(table)
 
 
 STAGE_FUNCS: dict[str, Callable[[Run], dict]] = {

@@ -1,4 +1,5 @@
-"""Progress bars for long loops (rich), quiet when not attached to a terminal unless forced."""
+"""Progress bars for long loops (rich), quiet when not attached to a terminal unless forced; the
+console that result tables are printed on."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 T = TypeVar("T")
@@ -16,6 +18,20 @@ def progress_enabled() -> bool:
     if os.environ.get("MMBOUNDARY_PROGRESS") == "0":
         return False
     return sys.stderr.isatty() or os.environ.get("MMBOUNDARY_PROGRESS") == "1"
+
+
+#: Width of result tables when stdout is not a terminal (a log file, a pipe, CI): rich would use
+#: 80 columns and abbreviate the model names and wrap the level shares; a log has no width limit.
+LOG_WIDTH = 160
+
+
+def report_console(**kwargs) -> Console:
+    """A console for result tables on stdout: the terminal's width in a terminal, `LOG_WIDTH`
+    columns otherwise (unless COLUMNS is set, which rich honours)."""
+    console = Console(**kwargs)
+    if not console.is_terminal and "COLUMNS" not in os.environ and "width" not in kwargs:
+        console = Console(width=LOG_WIDTH, **kwargs)
+    return console
 
 
 def make_progress() -> Progress:
