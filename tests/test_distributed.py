@@ -216,11 +216,14 @@ def test_two_processes_sft_equals_one_process_and_resumes(one_process_sft, tmp_p
 
 
 @pytest.mark.slow
-def test_deepspeed_zero2_two_cpu_processes_run_sft(one_process_sft, tmp_path):
+def test_deepspeed_zero2_two_cpu_processes_run_sft_and_resume(one_process_sft, tmp_path):
     """DeepSpeed ZeRO-2 (optimiser states and gradients partitioned over 2 CPU processes,
-    DS_ACCELERATOR=cpu, gloo) runs the same SFT and ends within 1e-5 of 1 process. Needs
-    `pip install -e '.[deepspeed]'`; DeepSpeed builds its small shared-memory communication op
-    with the C++ compiler on first use."""
+    DS_ACCELERATOR=cpu, gloo) runs the same SFT and ends within 1e-5 of 1 process. Its
+    checkpoint at step 2 holds both processes' optimiser shards (`accelerator.save_state`) and
+    the trainer state; launched again on the same folder it resumes from step 2 and ends with the
+    same weights and loss curve; resumed as one plain process it is refused with a clear error.
+    Needs `pip install -e '.[deepspeed]'`; DeepSpeed builds its small shared-memory
+    communication op with the C++ compiler on first use."""
     pytest.importorskip("deepspeed", reason="deepspeed not installed (pip install -e '.[deepspeed]')")
     if shutil.which("accelerate") is None:
         pytest.skip("accelerate CLI not installed")
@@ -229,10 +232,28 @@ def test_deepspeed_zero2_two_cpu_processes_run_sft(one_process_sft, tmp_path):
             config=ROOT / "tests" / "fixtures" / "accelerate" / "deepspeed_zero2_cpu.yaml", DS_ACCELERATOR="cpu")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["distributed_type"] == "DistributedType.DEEPSPEED" and summary["processes"] == 2
-    assert not (out / "checkpoints").exists()  # sharded optimiser states: no loop checkpoints (documented)
     assert _max_diff(_weights(one_process_sft), _weights(out)) < TOLERANCE
     one = json.loads((one_process_sft / "summary.json").read_text())
     assert summary["loss_curve"] == pytest.approx(one["loss_curve"], rel=1e-5)
+
+    ckpt = out / "checkpoints" / "step-2"
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2"]
+    state = torch.load(ckpt / "trainer_state.pt", weights_only=True)
+    assert state["world"] == 2 and "optimizer" not in state and state["sharded"] == "DistributedType.DEEPSPEED"
+    shards = [p.name for p in (ckpt / "sharded").rglob("*optim_states*")]
+    assert len(shards) == 2, shards  # one optimiser shard per process
+
+    first = _weights(out)
+    _launch([str(WORKER), str(out), "--mode", "deepspeed"], tmp_path,  # again: resumes, runs steps 3-4
+            config=ROOT / "tests" / "fixtures" / "accelerate" / "deepspeed_zero2_cpu.yaml", DS_ACCELERATOR="cpu")
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["resumed_from"] == "step-2"
+    assert resumed["loss_curve"] == pytest.approx(summary["loss_curve"], rel=1e-6)
+    assert _max_diff(_weights(out), first) < 1e-6
+
+    plain = subprocess.run([sys.executable, str(WORKER), str(out)], env=_env(), cwd=tmp_path, timeout=600,
+                           capture_output=True, text=True)
+    assert plain.returncode != 0 and "written under DeepSpeed/FSDP" in plain.stderr
 
 
 def _eval_run(root: Path) -> Path:

@@ -43,8 +43,13 @@ processes' dropout masks differ (with one process it is left as the caller set i
 one-process run is unchanged). Only the main process writes checkpoints (after which every
 process waits); the checkpoint keeps every process's generator state and is resumed by the same
 number of processes (another number resumes too, with the main process's generator state and a
-warning). With DeepSpeed or FSDP (sharded optimiser states) checkpoints are not written (a
-warning says so): `accelerator.save_state` would be needed, which this loop does not use yet.
+warning). With DeepSpeed or FSDP (sharded optimiser states, and under ZeRO-3 / FSDP sharded
+weights) no process holds the whole state: every process writes its shard through
+`accelerator.save_state` into the checkpoint's temporary folder (`sharded/`), the main process
+adds `trainer_state.pt` (scheduler, batch order, generators, loss curve) and renames the folder
+into place; resuming needs the same launcher config and number of processes (a different one is
+an error naming both). The shards are DeepSpeed's / accelerate's own files, read back with
+pickle: resume only from checkpoints you wrote.
 """
 
 from __future__ import annotations
@@ -124,10 +129,7 @@ def train_supervised(
     if sharded and cfg.batch_size < world:
         raise ValueError(f"{description}: batch_size {cfg.batch_size} is smaller than the {world} processes "
                          "(each process takes a slice of the global batch, and one would get no item)")
-    if checkpoint_dir is not None and _sharded_states(accelerator):
-        log.warning("%s: %s shards the optimiser state; this loop writes no checkpoint under it (no resume)",
-                    description, accelerator.distributed_type)
-        checkpoint_dir = None
+    sharded_states = _sharded_states(accelerator)
     if world > 1:  # distinct dropout masks per process; one process keeps the caller's generator
         torch.manual_seed(_rank_seed(seed, rank))
     if max_nonfinite_in_a_row is not None and max_nonfinite_in_a_row < 1:
@@ -145,7 +147,11 @@ def train_supervised(
     if checkpoint_dir is not None:
         latest = latest_checkpoint(checkpoint_dir)
         if latest is not None:
-            state = load_checkpoint(latest, accelerator.unwrap_model(model), opt, sched, gen, rank=rank, world=world)
+            if sharded_states:
+                state = load_sharded_checkpoint(latest, accelerator, sched, gen)
+            else:
+                state = load_checkpoint(latest, accelerator.unwrap_model(model), opt, sched, gen,
+                                        rank=rank, world=world)
             resumed_from = latest.name
             log.info("%s: resumed from %s", description, latest)
     order: list[int] = state["order"]
@@ -228,7 +234,9 @@ def train_supervised(
                     from accelerate.utils import gather_object
 
                     extra["torch_rng_per_rank"] = gather_object([torch.get_rng_state()])
-                if accelerator.is_main_process:  # one writer; the others wait until it is in place
+                if sharded_states:  # every process writes its shard, the main process the rest
+                    save_sharded_checkpoint(checkpoint_dir, step + 1, accelerator, sched, gen, extra)
+                elif accelerator.is_main_process:  # one writer; the others wait until it is in place
                     save_checkpoint(checkpoint_dir, step + 1, accelerator.unwrap_model(model), opt, sched, gen,
                                     extra)
                 accelerator.wait_for_everyone()
@@ -320,16 +328,80 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, opt, sch
     def fill(tmp: Path) -> None:
         weights = {n: p.detach().cpu().contiguous() for n, p in model.named_parameters() if p.requires_grad}
         save_file(weights, str(tmp / "trainable.safetensors"))
-        torch.save({"step": step, "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                    "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
-                    "order": list(extra["order"]), "curve": list(extra["curve"]),
-                    "skipped": int(extra["skipped"]), "running": float(extra["running"]),
-                    "world": int(extra.get("world", 1)),
-                    **({"torch_rng_per_rank": list(extra["torch_rng_per_rank"])}
-                       if "torch_rng_per_rank" in extra else {})},
+        torch.save({"optimizer": opt.state_dict(), **_trainer_state(step, sched, gen, extra)},
                    tmp / "trainer_state.pt")
 
     return write_checkpoint(directory, "step", step, fill)
+
+
+def _trainer_state(step: int, sched, gen: torch.Generator, extra: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint keeps besides the weights and the optimiser: tensors and plain values."""
+    return {"step": step, "scheduler": sched.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "order": list(extra["order"]), "curve": list(extra["curve"]),
+            "skipped": int(extra["skipped"]), "running": float(extra["running"]),
+            "world": int(extra.get("world", 1)),
+            **({"torch_rng_per_rank": list(extra["torch_rng_per_rank"])}
+               if "torch_rng_per_rank" in extra else {})}
+
+
+#: Subfolder of a checkpoint written under DeepSpeed / FSDP: `accelerator.save_state`'s shards.
+SHARDED = "sharded"
+
+
+def save_sharded_checkpoint(directory: Path, step: int, accelerator: Accelerator, sched, gen: torch.Generator,
+                            extra: dict[str, Any]) -> Path:
+    """Checkpoint `step-<step>` when the weights or optimiser states are sharded over processes
+    (DeepSpeed, FSDP). Called by EVERY process: each writes its shard with
+    `accelerator.save_state` into the temporary folder; the main process adds
+    `trainer_state.pt` (no optimiser: it is in the shards) and renames the folder into place
+    (`write_checkpoint`'s rules: whole or absent, older ones removed)."""
+    directory = Path(directory)
+    if accelerator.is_main_process:
+        _temporary_folder(directory, "step", step)
+    accelerator.wait_for_everyone()  # the folder exists (and is empty) before anyone writes into it
+    tmp = directory / f".tmp-step-{step}"
+    accelerator.save_state(str(tmp / SHARDED))
+    accelerator.wait_for_everyone()
+    final = directory / f"step-{step}"
+    if accelerator.is_main_process:
+        torch.save({"sharded": str(accelerator.distributed_type), **_trainer_state(step, sched, gen, extra)},
+                   tmp / "trainer_state.pt")
+        _commit(tmp, final, directory, "step")
+    return final
+
+
+def load_sharded_checkpoint(path: Path, accelerator: Accelerator, sched, gen: torch.Generator) -> dict[str, Any]:
+    """Restore a checkpoint of `save_sharded_checkpoint` on every process (weights and optimiser
+    through `accelerator.load_state`, the rest from `trainer_state.pt`)."""
+    from mmboundary.errors import RunError
+
+    st = torch.load(path / "trainer_state.pt", weights_only=True)
+    world = accelerator.num_processes
+    if "sharded" not in st or not (path / SHARDED).is_dir():
+        raise RunError(f"{path}: written without DeepSpeed/FSDP (whole weights and optimiser), now resumed "
+                       f"under {accelerator.distributed_type}: resume it with the launcher config that "
+                       "wrote it, or remove the checkpoints folder to start the stage again")
+    if int(st["world"]) != world:
+        raise RunError(f"{path}: written by {st['world']} processes under {st['sharded']}, resumed by {world}: "
+                       "sharded optimiser states need the same number of processes (or remove the "
+                       "checkpoints folder to start the stage again)")
+    accelerator.load_state(str(path / SHARDED))
+    sched.load_state_dict(st["scheduler"])
+    gen.set_state(st["generator"])
+    per_rank = st.get("torch_rng_per_rank")
+    torch.set_rng_state(per_rank[accelerator.process_index] if per_rank is not None else st["torch_rng"])
+    return {"step": st["step"], "order": list(st["order"]), "curve": list(st["curve"]),
+            "skipped": st["skipped"], "running": st["running"]}
+
+
+def _temporary_folder(directory: Path, prefix: str, number: int) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".tmp-{prefix}-{number}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    return tmp
 
 
 def write_checkpoint(directory: Path, prefix: str, number: int, fill: Callable[[Path], None]) -> Path:
@@ -337,13 +409,13 @@ def write_checkpoint(directory: Path, prefix: str, number: int, fill: Callable[[
     files into a temporary folder, which is then renamed into place; older `<prefix>-*`
     checkpoints are removed afterwards."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    final = directory / f"{prefix}-{number}"
-    tmp = directory / f".tmp-{prefix}-{number}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
+    tmp = _temporary_folder(directory, prefix, number)
     fill(tmp)
+    return _commit(tmp, directory / f"{prefix}-{number}", directory, prefix)
+
+
+def _commit(tmp: Path, final: Path, directory: Path, prefix: str) -> Path:
+    """fsync the temporary folder's files, rename it to `final`, remove older checkpoints."""
     for f in tmp.rglob("*"):  # on disk before the rename, so a power cut cannot leave a renamed, partial checkpoint
         if f.is_file():
             with open(f, "rb") as handle:
@@ -364,6 +436,12 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.G
     written by as many processes (else the main process's, with a warning)."""
     from safetensors.torch import load_file
 
+    if not (path / "trainable.safetensors").is_file() and (path / SHARDED).is_dir():
+        from mmboundary.errors import RunError
+
+        raise RunError(f"{path}: written under DeepSpeed/FSDP (sharded states), now resumed without it: "
+                       "resume it with the launcher config that wrote it, or remove the checkpoints "
+                       "folder to start the stage again")
     weights = load_file(str(path / "trainable.safetensors"))
     params = dict(model.named_parameters())
     missing = [n for n, p in params.items() if p.requires_grad and n not in weights]
