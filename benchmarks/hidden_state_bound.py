@@ -14,10 +14,11 @@ Features of a step: the last layer's and a middle layer's hidden state at the st
 token, teacher-forced over prompt + image + the chain as generated (the statement tokens after
 the step are not seen, causal mask). Probe: standardised features, L2 logistic regression (L-BFGS
 in torch), the penalty chosen by 5-fold cross-validation on the training steps (log loss).
-Also reported: the probe with the step's kind (`statement_policy_bound.step_kind`) added, and
-the stated levels' MECE on the same chains.
+Also reported: the MECE when the probe may not say level 5 (nearest of levels 1-4: the SFT
+model almost never says 5, and RL here never learnt to), the probe with the step's kind
+(`statement_policy_bound.step_kind`) added, and the stated levels' MECE on the same chains.
 
-    python benchmarks/hidden_state_bound.py --run-dir runs/compare-default/runs/seed0/full [--train 600]
+    python benchmarks/hidden_state_bound.py --run-dir runs/compare-default/runs/seed0/full [--train 2000] [--fresh]
 
 Writes `benchmarks/results/hidden_state_bound.json` (rows are merged by run directory).
 """
@@ -197,7 +198,9 @@ def main() -> None:
         row = {"steps": int(len(y)), "accuracy": float(y.mean()), "stated_mece": mece(levels, list(y))}
         for name, (fx, wb, l2) in fitted.items():
             p = predict(fx(x, kinds), wb)
-            row[name] = {"mece": mece([nearest_level(q) for q in p], list(y)), "auroc": auroc(p, y),
+            row[name] = {"mece": mece([nearest_level(q) for q in p], list(y)),
+                         "mece_without_level_5": mece([min(4, nearest_level(q)) for q in p], list(y)),
+                         "auroc": auroc(p, y),
                          "log_loss": log_loss(p, y), "l2": l2,
                          "level_shares": [float(np.mean([nearest_level(q) == lv for q in p])) for lv in range(1, 6)]}
         results["splits"][split] = row
