@@ -53,11 +53,10 @@ def fresh_questions(run, n: int, folder: Path):
     return generate_examples(spec, "train", folder)
 
 
-def sft_chains(run, split: str, limit: int | None, fresh_dir: Path | None = None):
-    """The SFT model's greedy chains of `split`: saved by `evaluate` for test/OOD, generated here
-    (as `evaluate` would) for train (fresh questions when `fresh_dir` is given)."""
+def sft_chains(run, vlm, split: str, limit: int | None, fresh_dir: Path | None = None):
+    """The SFT model's (`vlm`) greedy chains of `split`: saved by `evaluate` for test/OOD,
+    generated here (as `evaluate` would) for train (fresh questions when `fresh_dir` is given)."""
     from mmboundary.generation import expressed_chain_record, generate_texts
-    from mmboundary.models import load_vlm
     from mmboundary.pipeline import load_split, make_statement_mapper, read_chains
     from mmboundary.statements.chain_format import parse_chains
 
@@ -70,7 +69,6 @@ def sft_chains(run, split: str, limit: int | None, fresh_dir: Path | None = None
         chains = read_chains(saved)
         by_id = {ex.id: ex for ex in examples}
         return [(by_id[c.example_id], c) for c in chains if c.example_id in by_id]
-    vlm = load_vlm(run.stage_dir("sft") / "model", run.config.model)
     texts = generate_texts(vlm, examples, run.config.generation, description=f"sft {split}")
     parsed = parse_chains(texts, make_statement_mapper(run.config))
     chains = [expressed_chain_record(ex, t, p, run.config.statements.granularity)
@@ -176,10 +174,10 @@ def main() -> None:
     t0 = time.time()
     run = Run.open(args.run_dir)
     with tempfile.TemporaryDirectory(prefix="probe-") as tmp:  # the fresh questions' images
-        data = {split: sft_chains(run, split, args.train if split == "train" else None,
+        vlm = load_vlm(run.stage_dir("sft") / "model", run.config.model)
+        data = {split: sft_chains(run, vlm, split, args.train if split == "train" else None,
                                   Path(tmp) if args.fresh else None)
                 for split in ("train", "test", "ood")}
-        vlm = load_vlm(run.stage_dir("sft") / "model", run.config.model)
         feats = {split: step_features(vlm, pairs) for split, pairs in data.items()}
     xtr, ytr, _, ktr, gtr = feats["train"]
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6

@@ -357,18 +357,17 @@ def save_sharded_checkpoint(directory: Path, step: int, accelerator: Accelerator
     `trainer_state.pt` (no optimiser: it is in the shards) and renames the folder into place
     (`write_checkpoint`'s rules: whole or absent, older ones removed)."""
     directory = Path(directory)
+    tmp = _temporary_path(directory, "step", step)
     if accelerator.is_main_process:
         _temporary_folder(directory, "step", step)
     accelerator.wait_for_everyone()  # the folder exists (and is empty) before anyone writes into it
-    tmp = directory / f".tmp-step-{step}"
     accelerator.save_state(str(tmp / SHARDED))
     accelerator.wait_for_everyone()
-    final = directory / f"step-{step}"
     if accelerator.is_main_process:
         torch.save({"sharded": str(accelerator.distributed_type), **_trainer_state(step, sched, gen, extra)},
                    tmp / "trainer_state.pt")
-        _commit(tmp, final, directory, "step")
-    return final
+        _commit(tmp, directory, "step", step)
+    return directory / f"step-{step}"
 
 
 def load_sharded_checkpoint(path: Path, accelerator: Accelerator, sched, gen: torch.Generator) -> dict[str, Any]:
@@ -387,17 +386,17 @@ def load_sharded_checkpoint(path: Path, accelerator: Accelerator, sched, gen: to
                        "sharded optimiser states need the same number of processes (or remove the "
                        "checkpoints folder to start the stage again)")
     accelerator.load_state(str(path / SHARDED))
-    sched.load_state_dict(st["scheduler"])
-    gen.set_state(st["generator"])
-    per_rank = st.get("torch_rng_per_rank")
-    torch.set_rng_state(per_rank[accelerator.process_index] if per_rank is not None else st["torch_rng"])
-    return {"step": st["step"], "order": list(st["order"]), "curve": list(st["curve"]),
-            "skipped": st["skipped"], "running": st["running"]}
+    return _restore_trainer_state(path, st, sched, gen, rank=accelerator.process_index, world=world)
+
+
+def _temporary_path(directory: Path, prefix: str, number: int) -> Path:
+    return directory / f".tmp-{prefix}-{number}"
 
 
 def _temporary_folder(directory: Path, prefix: str, number: int) -> Path:
+    """The empty temporary folder of checkpoint `<prefix>-<number>` (a stale one is removed)."""
     directory.mkdir(parents=True, exist_ok=True)
-    tmp = directory / f".tmp-{prefix}-{number}"
+    tmp = _temporary_path(directory, prefix, number)
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
@@ -411,11 +410,12 @@ def write_checkpoint(directory: Path, prefix: str, number: int, fill: Callable[[
     directory = Path(directory)
     tmp = _temporary_folder(directory, prefix, number)
     fill(tmp)
-    return _commit(tmp, directory / f"{prefix}-{number}", directory, prefix)
+    return _commit(tmp, directory, prefix, number)
 
 
-def _commit(tmp: Path, final: Path, directory: Path, prefix: str) -> Path:
-    """fsync the temporary folder's files, rename it to `final`, remove older checkpoints."""
+def _commit(tmp: Path, directory: Path, prefix: str, number: int) -> Path:
+    """fsync the temporary folder's files, rename it to `<prefix>-<number>`, remove older checkpoints."""
+    final = directory / f"{prefix}-{number}"
     for f in tmp.rglob("*"):  # on disk before the rename, so a power cut cannot leave a renamed, partial checkpoint
         if f.is_file():
             with open(f, "rb") as handle:
@@ -453,6 +453,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.G
             params[n].copy_(w.to(params[n].device, params[n].dtype))
     st = torch.load(path / "trainer_state.pt", weights_only=True)
     opt.load_state_dict(st["optimizer"])
+    return _restore_trainer_state(path, st, sched, gen, rank=rank, world=world)
+
+
+def _restore_trainer_state(path: Path, st: dict[str, Any], sched, gen: torch.Generator, *,
+                           rank: int, world: int) -> dict[str, Any]:
+    """Restore `_trainer_state`'s part of a checkpoint (scheduler, generators) and return the
+    loop's own state; process `rank` takes its own torch generator state when `world` processes
+    wrote it, else the main process's (with a warning)."""
     sched.load_state_dict(st["scheduler"])
     gen.set_state(st["generator"])
     per_rank = st.get("torch_rng_per_rank")
