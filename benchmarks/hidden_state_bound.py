@@ -38,9 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from statement_policy_bound import mece, nearest_level, step_kind  # noqa: E402
-
 from mmboundary.evaluation.calibration import auroc  # noqa: E402
+from statement_policy_bound import mece, nearest_level, step_kind  # noqa: E402
 
 KINDS = ("answer", "arithmetic", "total", "none", "count", "attribute", "other")
 
@@ -56,8 +55,8 @@ def fresh_questions(run, n: int, folder: Path):
 def sft_chains(run, vlm, split: str, limit: int | None, fresh_dir: Path | None = None):
     """The SFT model's (`vlm`) greedy chains of `split`: saved by `evaluate` for test/OOD,
     generated here (as `evaluate` would) for train (fresh questions when `fresh_dir` is given)."""
+    from mmboundary.artifacts import load_split, make_statement_mapper, read_chains
     from mmboundary.generation import expressed_chain_record, generate_texts
-    from mmboundary.pipeline import load_split, make_statement_mapper, read_chains
     from mmboundary.statements.chain_format import parse_chains
 
     if split == "train" and fresh_dir is not None:
@@ -181,8 +180,8 @@ def main() -> None:
         feats = {split: step_features(vlm, pairs) for split, pairs in data.items()}
     xtr, ytr, _, ktr, gtr = feats["train"]
     mu, sd = xtr.mean(0), xtr.std(0) + 1e-6
-    results = {"run": args.run_dir, "fit_on": "fresh" if args.fresh else "train", "train_questions": args.train, "train_steps": int(len(ytr)),
-               "train_accuracy": float(ytr.mean()), "splits": {}}
+    results = {"run": args.run_dir, "fit_on": "fresh" if args.fresh else "train", "train_questions": args.train,
+               "train_steps": int(len(ytr)), "train_accuracy": float(ytr.mean()), "splits": {}}
     variants = {"hidden": lambda x, k: (x - mu) / sd,
                 "hidden+kind": lambda x, k: np.concatenate([(x - mu) / sd, one_hot(k)], axis=1),
                 "kind": lambda x, k: one_hot(k)}

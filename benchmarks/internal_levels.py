@@ -6,7 +6,7 @@ on the current policy (method.md section 5). This script measures, for one model
 split, the step-level MECE of
 
 - the levels the model states (its statements, backward-mapped), and
-- the internal levels recomputed on the same model (`RolloutContext`: the run's signals,
+- the internal levels recomputed on the same model (`artifacts.scoring_context`: the run's signals,
   normaliser and thresholds, exactly as the rl stage computes them),
 
 with the accuracy of the steps at each level. If the internal levels are worse calibrated on
@@ -42,10 +42,11 @@ def mece_by_level(pairs: list[tuple[int | None, int]]) -> tuple[float, dict[str,
 
 
 def main() -> None:
+    from mmboundary.artifacts import load_split, scoring_context
     from mmboundary.models import load_vlm
-    from mmboundary.pipeline import load_split
     from mmboundary.runs import Run
-    from mmboundary.training.rl import RLConfig, RolloutContext, collect_samples
+    from mmboundary.training.rl_config import RLConfig
+    from mmboundary.training.samples import collect_samples
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run-dir", required=True)
@@ -55,7 +56,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "internal_levels.json"))
     args = ap.parse_args()
     run = Run.open(args.run_dir)
-    ctx = RolloutContext.from_run(run)
+    ctx = scoring_context(run)
     vlm = load_vlm(run.require(args.model) / "model", run.config.model)
     cfg = RLConfig(algorithm="expected")  # greedy chains, as evaluated
     out: dict = {"run": args.run_dir, "model": args.model, "questions_per_split": args.n, "splits": {}}

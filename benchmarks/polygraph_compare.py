@@ -135,12 +135,12 @@ def main() -> None:
     import numpy as np
     import torch
 
+    from mmboundary.artifacts import load_split
     from mmboundary.confidence.forward import token_scores
     from mmboundary.confidence.lnlp import lnlp
     from mmboundary.confidence.mte import mte
     from mmboundary.models.smol import smol_cache_dir, smol_text_model
     from mmboundary.models.vlm import IGNORE_INDEX, question_text
-    from mmboundary.pipeline import load_split
     from mmboundary.runs import Run
 
     torch.set_num_threads(args.threads)

@@ -15,20 +15,23 @@ from PIL import Image, ImageDraw
 
 
 def main(out_path: str) -> None:
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs
     from safetensors.torch import save_file
 
+    from mmboundary.confidence.scorer import token_char_ends
+    from mmboundary.distributed import make_accelerator
     from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
     from mmboundary.statements.chain_format import parse_chain
     from mmboundary.statements.mapping import NumericMapper
-    from mmboundary.training.rl import (RLConfig, Sample, build_rollout, ppo_update, prepare_batch,
-                                        score_samples, token_char_ends)
+    from mmboundary.training.ppo import ppo_update, prepare_batch
+    from mmboundary.training.rl_config import RLConfig
+    from mmboundary.training.samples import Sample, build_rollout
+    from mmboundary.training.scoring import score_samples
     from mmboundary.training.value_head import PolicyWithValue, ValueHead, hidden_size_of
 
-    acc = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    acc = make_accelerator("cpu")
     sentences = ["There are 2 circles", "There is 1 red square", "2 plus 1 is 3", "So the answer is 3"]
-    corpus = [f"{s}, confidence {k}/5." for s in sentences for k in range(1, 6)] + ["How many shapes?", "Question: Answer:"]
+    corpus = ([f"{s}, confidence {k}/5." for s in sentences for k in range(1, 6)]
+              + ["How many shapes?", "Question: Answer:"])
     tok = train_tokenizer(corpus * 3, 400)
     spec = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
                      vision_num_layers=1, vision_intermediate_size=64, max_length=128)

@@ -11,34 +11,20 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
+from _helpers import QUESTION
 from mmboundary.api import LEVEL_STYLES, Answer, Step, answer_table, load
 from mmboundary.cli import app
 from mmboundary.correction import CorrectionConfig
 from mmboundary.errors import DataError, RunError
 from mmboundary.statements.chain_format import write_chain
 
-from _tiny_run import build_tiny_run  # noqa: E402  (tests/ is on the path)
-
-QUESTION = "How many circles are there?"
-
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
-
-    return generate_examples(BenchmarkSpec(n_train=3, n_test=0, n_ood=0), "train", tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    """A run with complete base (vanilla model), estimate (normaliser, levels) and sft stages."""
-    root, _ = build_tiny_run(tmp_path_factory.mktemp("run") / "r", tmp_path_factory.mktemp("run-images"))
-    return root
+# `examples` (three benchmark examples) and `tiny_run` (a run with complete base, estimate and sft
+# stages: `tiny_run.root`) are fixtures of conftest.py.
 
 
 @pytest.fixture(scope="module")
 def sft(tiny_run):
-    return load(tiny_run)
+    return load(tiny_run.root)
 
 
 def _check_steps(answer: Answer):
@@ -53,20 +39,20 @@ def _check_steps(answer: Answer):
 
 def test_load_picks_the_newest_model_of_a_run(tiny_run, sft, tmp_path):
     assert (sft.name, sft.statements, sft.internal_available) == ("sft", True, True)
-    assert sft.path == str(tiny_run / "sft" / "model")
-    vanilla = load(tiny_run, stage="vanilla")
+    assert sft.path == str(tiny_run.root / "sft" / "model")
+    vanilla = load(tiny_run.root, stage="vanilla")
     assert (vanilla.name, vanilla.statements, vanilla.internal_available) == ("vanilla", False, True)
     # a model folder inside a run is recognised as that run's model
-    inside = load(tiny_run / "sft" / "model")
+    inside = load(tiny_run.root / "sft" / "model")
     assert (inside.name, inside.statements, inside.internal_available) == ("sft", True, True)
     with pytest.raises(RunError, match="no 'rl' model .*vanilla, sft"):
-        load(tiny_run, stage="rl")
+        load(tiny_run.root, stage="rl")
     # a plain checkpoint: no internal levels unless a run lends its normaliser and levels
     ckpt = tmp_path / "ckpt"
-    shutil.copytree(tiny_run / "base" / "model", ckpt)
+    shutil.copytree(tiny_run.root / "base" / "model", ckpt)
     plain = load(ckpt, statements=False)
     assert (plain.name, plain.statements, plain.internal_available) == ("ckpt", False, False)
-    assert load(ckpt, run=tiny_run, statements=False).internal_available
+    assert load(ckpt, run=tiny_run.root, statements=False).internal_available
     with pytest.raises(RunError, match="not a run directory"):
         load(ckpt, stage="sft")
     with pytest.raises(RunError, match="no such run directory or checkpoint"):
@@ -77,7 +63,7 @@ def test_load_picks_the_newest_model_of_a_run(tiny_run, sft, tmp_path):
 
 def test_plain_checkpoint_answers_without_internal_levels(tiny_run, examples, tmp_path):
     ckpt = tmp_path / "ckpt"
-    shutil.copytree(tiny_run / "base" / "model", ckpt)
+    shutil.copytree(tiny_run.root / "base" / "model", ckpt)
     a = load(ckpt, statements=False).ask(examples[0].image, QUESTION)
     _check_steps(a)
     assert a.steps and all(s.internal_level is None and s.expressed_level is None for s in a.steps)
@@ -89,7 +75,7 @@ def test_plain_checkpoint_answers_without_internal_levels(tiny_run, examples, tm
 # --- asking ----------------------------------------------------------------------------------------
 
 def test_ask_gives_the_greedy_chain_as_typed_steps(tiny_run, examples):
-    vanilla = load(tiny_run, stage="vanilla")
+    vanilla = load(tiny_run.root, stage="vanilla")
     ex = examples[0]
     a = vanilla.ask(ex.image, QUESTION, choices=["1", "2", "3"])
     _check_steps(a)
@@ -169,7 +155,7 @@ def test_steps_are_coloured_by_their_level():
 # --- the command --------------------------------------------------------------------------------------
 
 def test_cli_ask_prints_the_chain_levels_and_answer(tiny_run, examples):
-    args = ["ask", "--model", str(tiny_run), "--image", str(examples[0].image), QUESTION,
+    args = ["ask", "--model", str(tiny_run.root), "--image", str(examples[0].image), QUESTION,
             "--choice", "1", "--choice", "2"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -183,7 +169,7 @@ def test_cli_ask_prints_the_chain_levels_and_answer(tiny_run, examples):
 
 
 def test_cli_ask_self_correct(tiny_run, examples):
-    args = ["ask", "-m", str(tiny_run), "-i", str(examples[0].image), QUESTION, "--self-correct",
+    args = ["ask", "-m", str(tiny_run.root), "-i", str(examples[0].image), QUESTION, "--self-correct",
             "--threshold", "5", "--samples", "2", "--budget", "2"]
     result = CliRunner().invoke(app, args + ["--json"])
     assert result.exit_code == 0, result.output
@@ -195,11 +181,12 @@ def test_cli_ask_self_correct(tiny_run, examples):
 
 def test_cli_ask_errors(tiny_run, examples, tmp_path):
     missing = tmp_path / "missing.png"
-    result = CliRunner().invoke(app, ["ask", "-m", str(tiny_run), "-i", str(missing), QUESTION])
+    result = CliRunner().invoke(app, ["ask", "-m", str(tiny_run.root), "-i", str(missing), QUESTION])
     assert result.exit_code == 2
     said = " ".join(result.output.split())  # rich wraps long lines
     assert said.startswith("error:") and f"image file not found: {missing}" in said
-    result = CliRunner().invoke(app, ["ask", "-m", str(tiny_run), "-i", str(missing), QUESTION, "--threshold", "9"])
+    result = CliRunner().invoke(app, ["ask", "-m", str(tiny_run.root), "-i", str(missing), QUESTION,
+                                      "--threshold", "9"])
     assert result.exit_code == 2 and "threshold" in result.output
     result = CliRunner().invoke(app, ["ask", "-m", str(tmp_path / "norun"), "-i", str(examples[0].image), QUESTION])
     assert result.exit_code == 2 and "no such run directory" in " ".join(result.output.split())

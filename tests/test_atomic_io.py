@@ -4,6 +4,7 @@ process): `io.atomic_write_*` never leaves half a file, and a stage that fails g
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -46,14 +47,14 @@ def test_a_failed_atomic_write_keeps_the_old_file_and_no_temporary(tmp_path, mon
 
 
 def test_a_stage_that_fails_gets_no_marker_and_restarts_clean(tmp_path, monkeypatch):
-    from mmboundary import pipeline
+    from mmboundary import pipeline, stages
 
     def failing_stage(run):
         out = run.begin_stage("data")
         (out / "train.jsonl").write_text('{"id": "half"')  # an artifact of a half-done attempt
         raise RuntimeError("killed half-way")
 
-    monkeypatch.setitem(pipeline.STAGE_FUNCS, "data", failing_stage)
+    monkeypatch.setitem(stages.BY_NAME, "data", dataclasses.replace(stages.BY_NAME["data"], run=failing_stage))
     run = Run.open(tmp_path / "run", load_config(None, ["stages=[data]"]))
     with pytest.raises(RuntimeError, match="killed half-way"):
         pipeline.run_stage(run, "data")

@@ -22,9 +22,7 @@ import io
 import json
 import os
 import string
-import struct
 import tempfile
-import zlib
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from _helpers import png_header_only
 from mmboundary.config import RunConfig, load_config
 from mmboundary.data.images import MAX_IMAGE_PIXELS, check_image, load_image
 from mmboundary.data.jsonl import write_examples
@@ -121,15 +120,6 @@ json_values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner,
                                                                 max_size=3),
     max_leaves=6)
-
-
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height and holds no pixel data (it opens, then fails to verify)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
 
 
 def image_bytes(fmt: str) -> bytes:

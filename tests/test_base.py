@@ -28,5 +28,6 @@ def test_vision_tower_initialised_from_clip_when_shapes_match(tmp_path):
     a = vlm.model.model.vision_tower.state_dict()
     b = clip.model.vision_model.state_dict()
     assert all(torch.equal(v, b[k.removeprefix("vision_model.")]) for k, v in a.items())
-    other = build_clip(tok, load_config(None, ["clip.vision_hidden_size=32", "clip.vision_intermediate_size=64"]).clip, seed=1)
+    small = load_config(None, ["clip.vision_hidden_size=32", "clip.vision_intermediate_size=64"]).clip
+    other = build_clip(tok, small, seed=1)
     assert not init_vision_from_clip(vlm, other.model)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from _helpers import tiny_spec, tiny_tokenizer
 from mmboundary.baselines import (
     BaselineInputs,
     BaselineResult,
@@ -30,33 +31,24 @@ from mmboundary.baselines import (
     run_sc,
     sc_confidences,
 )
-from mmboundary.config import GenerationConfig
 from mmboundary.confidence.fusion import FusionConfig, Levels, Normalizer, SignalRange, level_probability
+from mmboundary.config import GenerationConfig
 from mmboundary.errors import ConfigError
 from mmboundary.evaluation.expressed import confidence_report
 from mmboundary.generation import chain_record
-from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+from mmboundary.models import build_tiny
 from mmboundary.statements.chain_format import write_chain
 from mmboundary.statements.mapping import NumericMapper, StatementMapper
 
-SPEC = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
-                 vision_num_layers=1, vision_intermediate_size=64, max_length=160)
+SPEC = tiny_spec()
 SHORT = GenerationConfig(max_new_tokens=24, batch_size=8)
 
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
-
-    return generate_examples(BenchmarkSpec(n_train=3, n_test=0, n_ood=0), "train", tmp_path_factory.mktemp("images"))
+# `examples` (three benchmark examples) is a fixture of conftest.py.
 
 
 @pytest.fixture(scope="module")
 def tiny(examples):
-    from mmboundary.training.base import tokenizer_corpus
-
-    numeric = [f"confidence {k}/5" for k in range(1, 6)]
-    return build_tiny(train_tokenizer(tokenizer_corpus(examples) + numeric * 5, 500), SPEC, seed=0)
+    return build_tiny(tiny_tokenizer(examples), SPEC, seed=0)
 
 
 @pytest.fixture(scope="module")

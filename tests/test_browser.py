@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from _tiny_run import build_tiny_run
-from test_serve import QUESTION, Server, post_ask, write_results
 
+from _helpers import QUESTION, Server, build_tiny_run, post_ask, write_results
 from mmboundary.serve.app import LEVEL_COLOURS, NO_LEVEL_COLOUR
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -96,8 +95,8 @@ def _ask(page, image: Path, question: str, choices: str = "") -> str:
     page.fill("#question", question)
     page.fill("#choices", choices)
     page.click("#ask-button")
-    page.wait_for_function("() => document.body.dataset.state === 'answered' || document.body.dataset.state === 'error'",
-                           timeout=60_000)
+    page.wait_for_function("() => document.body.dataset.state === 'answered' "
+                           "|| document.body.dataset.state === 'error'", timeout=60_000)
     return page.evaluate("document.body.dataset.state")
 
 
@@ -172,5 +171,6 @@ def test_results_page_shows_metrics_figures_and_sorted_examples(server, page, tm
     page.wait_for_function("() => document.querySelectorAll('#examples tbody tr').length === 1")
     page.select_option("#level", "")
     page.select_option("#model", "vanilla")
-    page.wait_for_function("() => document.getElementById('count').textContent.includes('internal confidence of vanilla')")
+    page.wait_for_function("() => document.getElementById('count').textContent"
+                           ".includes('internal confidence of vanilla')")
     assert page.eval_on_selector_all("#examples tbody tr", "els => els.length") == 2

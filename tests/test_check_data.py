@@ -12,12 +12,13 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
+from _helpers import LOADER_FIXTURES, LOADER_IMAGES
 from mmboundary.cli import app
 from mmboundary.config import DataConfig
 from mmboundary.data.check import check_data, check_split
 
-FIXTURES = Path(__file__).parent / "fixtures" / "loaders"
-IMAGES = FIXTURES / "images"
+FIXTURES = LOADER_FIXTURES
+IMAGES = LOADER_IMAGES
 
 
 def _record(qid: str, image_id: int, question: str = "What is shown?", reasoning=None) -> dict:
@@ -96,7 +97,8 @@ def test_broken_folder_lists_every_problem(tmp_path):
     assert "malformed JSON" in report.problems[4].message
     assert [(w.line, w.field) for w in report.warnings] == [(7, "question_id"), (4, "keys_filtered.Reasoning_level")]
     tr = report.splits[0]
-    assert (tr.records, tr.rejected, tr.duplicate_ids, tr.examples, tr.bad_images, tr.without_chain) == (7, 1, 2, 4, 2, 1)
+    assert (tr.records, tr.rejected, tr.duplicate_ids, tr.examples, tr.bad_images, tr.without_chain) == \
+        (7, 1, 2, 4, 2, 1)
     assert not report.ok()
 
 

@@ -23,11 +23,12 @@ from mmboundary.compare import (
     load_spec,
     render_markdown,
     result_path,
-    save_result,
     run_compare,
+    save_result,
     write_report,
 )
-from mmboundary.config import STAGES, config_diff, load_config
+from mmboundary.config import STAGE_NAMES as STAGES
+from mmboundary.config import config_diff, load_config
 from mmboundary.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -305,8 +306,8 @@ class StubPipeline:
         self.weights = weights  # when set, base/sft/rl write a model.safetensors of this content
 
     def __call__(self, run):
+        from mmboundary.artifacts import write_jsonl
         from mmboundary.evaluation.expressed import chain_levels, confidence_report
-        from mmboundary.pipeline import write_jsonl
 
         for stage in run.config.stages:
             if run.is_complete(stage):
@@ -544,7 +545,8 @@ def test_a_changed_rl_setting_keeps_the_rows_that_do_not_depend_on_it(tmp_path, 
 
 
 def test_results_saved_before_new_rl_fields_still_match():
-    from mmboundary.compare import _legacy_dump, _model_dump
+    from mmboundary.compare.fingerprint_history import _legacy_dump
+    from mmboundary.compare.freshness import _model_dump
     from mmboundary.config import dump_config, load_config
 
     cfg = load_config(None)
@@ -689,7 +691,8 @@ def test_a_rebuilt_full_run_recomputes_the_rows_made_from_other_weights(tmp_path
 
 
 def test_results_without_digests_are_kept_only_if_newer_than_the_base_stage():
-    from mmboundary.compare import RowResult, _consistent
+    from mmboundary.compare import RowResult
+    from mmboundary.compare.freshness import _consistent
 
     legacy = RowResult(row="vanilla", label="Vanilla", kind="reference", seed=0, status="unavailable", reason="x")
     assert _consistent(legacy, {"base": "b1"}, saved_at=200.0, base_done=100.0)
@@ -749,7 +752,7 @@ def test_the_full_row_costs_its_whole_run(tmp_path):
     run are all of the run's stages, whichever process made them."""
     import time
 
-    from mmboundary.compare import _run_seconds
+    from mmboundary.compare.run import _run_seconds
     from mmboundary.runs import Run
 
     run = Run.open(tmp_path / "r", load_config(None, []))
@@ -758,3 +761,33 @@ def test_the_full_row_costs_its_whole_run(tmp_path):
         run.begin_stage(stage)
         run.mark_complete(stage, started=time.time() - took)
     assert _run_seconds(run) == pytest.approx(21.75, abs=0.05)
+
+
+def test_the_default_correction_runner_loads_models_as_the_api_does(tmp_path):
+    """`compare` sits below the front end `api` (docs/architecture.md), so its self-correction
+    runner loads a run's models itself: the corrected chains, levels and compute on a tiny run are
+    those of `api.load(run, stage=model).correct_examples` (vanilla: internal levels; sft:
+    statements), and a model the run has not made is an error naming the ones it has."""
+    from _helpers import build_tiny_run  # tests/ is on the path
+    from mmboundary.api import load
+    from mmboundary.compare.runners import _RunCorrections
+    from mmboundary.data.jsonl import write_examples
+    from mmboundary.errors import RunError
+    from mmboundary.runs import Run
+
+    root, examples = build_tiny_run(tmp_path / "r", tmp_path / "images")
+    run = Run.open(root)
+    write_examples(examples, root / "data" / "test.jsonl")
+    run.mark_complete("data")
+    runner = _RunCorrections(run, seed=3)
+    for model in ("vanilla", "sft"):
+        spec = CorrectionSpec(model=model, config={"threshold": 5, "samples": 2, "budget": 2,
+                                                   "step_max_new_tokens": 4})
+        got = runner(spec, "test")
+        want = load(root, stage=model).correct_examples(examples, spec.resolved_config(3),
+                                                        description=f"{spec.row_name} test")
+        assert [c.model_dump() for c in got.chains] == [c.model_dump() for c in want.chains], model
+        assert got.levels == (want.internal_levels if model == "vanilla" else want.expressed_levels)
+        assert got.compute == want.compute_summary() and got.compute["extra_token_ratio"] > 0
+    with pytest.raises(RunError, match="no 'rl' model"):
+        runner(CorrectionSpec(model="rl"), "test")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
+from _helpers import tiny_scoring_context, tiny_spec, tiny_tokenizer
 from mmboundary.config import GenerationConfig
-from mmboundary.confidence.fusion import FusionConfig, Levels, Normalizer, SignalRange
 from mmboundary.correction import (
     CorrectionConfig,
     InternalScorer,
@@ -18,27 +18,17 @@ from mmboundary.correction import (
     correction_config,
 )
 from mmboundary.errors import ConfigError, RunError
-from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+from mmboundary.models import build_tiny
 from mmboundary.statements.mapping import NumericMapper
-from mmboundary.training.rl import RolloutContext
 
-SPEC = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
-                 vision_num_layers=1, vision_intermediate_size=64, max_length=160)
+SPEC = tiny_spec()
 
-
-@pytest.fixture(scope="module")
-def examples(tmp_path_factory):
-    from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
-
-    return generate_examples(BenchmarkSpec(n_train=3, n_test=0, n_ood=0), "train", tmp_path_factory.mktemp("images"))
+# `examples` (three benchmark examples) is a fixture of conftest.py.
 
 
 @pytest.fixture(scope="module")
 def tokenizer(examples):
-    from mmboundary.training.base import tokenizer_corpus
-
-    extra = [f"confidence {k}/5" for k in range(1, 6)] + ["There are 3 blue squares.", "There is 1 red circle."]
-    return train_tokenizer(tokenizer_corpus(examples) + extra * 5, 500)
+    return tiny_tokenizer(examples, extra=["There are 3 blue squares.", "There is 1 red circle."])
 
 
 # --- a scripted model and a table of confidences ---------------------------------------------------
@@ -153,7 +143,7 @@ def test_low_step_is_resampled_and_the_most_confident_candidate_kept(examples, t
 
 def test_budget_caps_the_samples_over_all_low_steps(examples, tokenizer):
     # no candidate beats the original: both low steps are examined, the second with what is left
-    cands = {"There is 1 red circle.": ["There is a blue square.", "There is a blue square.", "There is a blue square."],
+    cands = {"There is 1 red circle.": ["There is a blue square."] * 3,
              "There is 1 red circle. There are 5 blue squares.": ["There are 2 blue squares.", "x", "y"]}
     table = {**TABLE, "There are 2 blue squares.": (1, 0.2), "There is a blue square.": (1, 0.05)}
     cfg = CorrectionConfig(threshold=2, samples=3, budget=4)
@@ -236,11 +226,7 @@ def test_config_errors_name_the_field(tokenizer):
 
 @pytest.fixture(scope="module")
 def ctx():
-    normalizer = Normalizer(ranges={"lnlp": SignalRange(lo=1.0, hi=500.0, count=10),
-                                    "mte": SignalRange(lo=0.0, hi=7.0, count=10)})
-    levels = Levels(kind="meanstd", thresholds=(0.2, 0.4, 0.6, 0.8), mean=0.5, std=0.2, count=10)
-    return RolloutContext(mapper=NumericMapper(), normalizer=normalizer, levels=levels,
-                          fusion=FusionConfig(ablate=["token_sar", "clip_score"]), signals=("lnlp", "mte"))
+    return tiny_scoring_context()
 
 
 def test_tiny_vlm_budget_zero_equals_generate_texts(examples, tokenizer, ctx):

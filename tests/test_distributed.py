@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from _helpers import small_run
 from mmboundary.distributed import ShardError, merge_shards, shard_map, shard_range
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,8 +260,9 @@ def test_deepspeed_zero2_two_cpu_processes_run_sft_and_resume(one_process_sft, t
 def _eval_run(root: Path) -> Path:
     """A run directory with data (7 test, 9 OOD examples), an untrained tiny base model, and the
     same model as a finished 'sft' stage (so both the internal and the expressed path run)."""
+    from mmboundary.artifacts import load_split
     from mmboundary.config import load_config
-    from mmboundary.pipeline import load_split, run_stage
+    from mmboundary.pipeline import run_stage
     from mmboundary.runs import Run
     from mmboundary.training.base import build_base_vlm
 
@@ -309,13 +311,7 @@ def test_evaluate_under_two_processes_counts_every_example_once(tmp_path):
     assert not list((two / "evaluate").glob(".*tmp*"))
 
 
-SMALL_RUN = [
-    "data.benchmark.n_train=48", "data.benchmark.n_test=8", "data.benchmark.n_ood=7",
-    "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
-    "generation.max_new_tokens=12", "sft.train.max_steps=3", "sft.train.batch_size=8",
-    "rl.iterations=1", "rl.rollout_batch_size=2", "rl.samples_per_question=2", "rl.max_new_tokens=12",
-    "rl.minibatch_size=2", "rl.ppo_epochs=1", "stages=[data,base,estimate,sft_data,sft,rl,evaluate]",
-]
+SMALL_RUN = small_run(n_ood=7)  # 7 OOD examples: the two processes get unequal shares
 
 
 @pytest.mark.slow
@@ -340,7 +336,8 @@ def test_a_whole_run_under_two_processes(tmp_path):
     assert marker("rl")["processes"] == 2
     for split, n in (("test", 8), ("ood", 7)):
         ids = [json.loads(x)["id"] for x in (run / "data" / f"{split}.jsonl").read_text().splitlines() if x.strip()]
-        chains = [json.loads(x)["example_id"] for x in (run / "estimate" / f"chains_{split}.jsonl").read_text().splitlines()]
+        lines = (run / "estimate" / f"chains_{split}.jsonl").read_text().splitlines()
+        chains = [json.loads(x)["example_id"] for x in lines]
         assert chains == ids and len(ids) == n
         metrics = json.loads((run / "evaluate" / "metrics.json").read_text())[split]
         assert {m: metrics[m]["examples"] for m in ("vanilla", "sft", "rl")} == {"vanilla": n, "sft": n, "rl": n}

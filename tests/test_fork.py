@@ -1,12 +1,14 @@
-"""`runs.fork_run` / `mmboundary fork`: which finished stages a changed config may reuse."""
+"""`stages.fork_run` / `mmboundary fork`: which finished stages a changed config may reuse."""
 
 from __future__ import annotations
 
 import pytest
 
-from mmboundary.config import RunConfig, STAGES, load_config
+from mmboundary.config import STAGE_NAMES as STAGES
+from mmboundary.config import RunConfig, load_config
 from mmboundary.errors import RunError
-from mmboundary.runs import Run, fork_run, reusable_stages
+from mmboundary.runs import Run
+from mmboundary.stages import fork_run, reusable_stages
 
 
 def _source(tmp_path, stages=STAGES):

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def probe():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     try:
-        spec = importlib.util.spec_from_file_location("hidden_state_bound", ROOT / "benchmarks" / "hidden_state_bound.py")
+        spec = importlib.util.spec_from_file_location("hidden_state_bound",
+                                                      ROOT / "benchmarks" / "hidden_state_bound.py")
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         yield module

@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import struct
-import zlib
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from _helpers import LOADER_FIXTURES, LOADER_IMAGES, png_header_only
 from mmboundary.data.annotated import answer_from_step, read_annotated
 from mmboundary.data.images import MAX_IMAGE_PIXELS, check_image, image_problem, load_image
 from mmboundary.data.jsonl import field_name, read_examples, write_examples
@@ -19,8 +18,8 @@ from mmboundary.data.loading import load_dataset_file
 from mmboundary.errors import ConfigError, DataError
 from mmboundary.records import Example, ReferenceStep, StepKind
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "loaders"
-IMAGES = FIXTURES / "images"
+FIXTURES = LOADER_FIXTURES
+IMAGES = LOADER_IMAGES
 
 
 def _shared_dir() -> Path | None:
@@ -48,15 +47,6 @@ def assert_names(err: DataError, *, file: Path, line: int | None, field: str | N
 
 # --- Images made on the fly ----------------------------------------------------------------------
 
-def _png_header_only(width: int, height: int) -> bytes:
-    """A PNG that claims width x height but holds no pixel data (opens, then fails to verify)."""
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return (struct.pack(">I", len(data)) + kind + data
-                + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF))
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
 @pytest.fixture(scope="session")
 def bad_images(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("bad_images")
@@ -71,9 +61,9 @@ def bad_images(tmp_path_factory) -> dict[str, Path]:
     data = whole.read_bytes()
     truncated.write_bytes(data[: len(data) // 2])
     bomb = root / "bomb.png"  # 20000 x 20000 = 400 MP: over twice PIL's limit (DecompressionBombError)
-    bomb.write_bytes(_png_header_only(20000, 20000))
+    bomb.write_bytes(png_header_only(20000, 20000))
     warn = root / "warn.png"  # 10000 x 10000 = 100 MP: between PIL's limits (DecompressionBombWarning)
-    warn.write_bytes(_png_header_only(10000, 10000))
+    warn.write_bytes(png_header_only(10000, 10000))
     folder = root / "folder.png"
     folder.mkdir()
     return {"good": good, "text": text, "truncated": truncated, "bomb": bomb, "warn": warn,
@@ -228,7 +218,8 @@ def test_missing_dataset_file(tmp_path):
 
 def test_invalid_utf8_names_line(tmp_path):
     path = _write_dataset(tmp_path, [OTHER])
-    path.write_bytes(OTHER.encode() + b"\n" + b'{"id": "b", "image": "img.png", "question": "caf\xe9?", "answers": ["a"]}' + b"\n")
+    path.write_bytes(OTHER.encode() + b"\n"
+                     + b'{"id": "b", "image": "img.png", "question": "caf\xe9?", "answers": ["a"]}' + b"\n")
     with pytest.raises(DataError) as e:
         read_examples(path)
     assert_names(e.value, file=path, line=2, field=None, reason="UTF-8")

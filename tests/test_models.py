@@ -10,8 +10,8 @@ import time
 
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
+from _helpers import COLORS, SHAPES, scene
 from mmboundary.models import (
     IGNORE_INDEX,
     VLM,
@@ -26,8 +26,6 @@ from mmboundary.models import (
 )
 from mmboundary.models.tokenizer import SPECIAL_TOKENS
 
-COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
-SHAPES = ["circle", "square", "triangle"]
 PLACES = ["left", "middle", "right", "top", "center", "bottom"]
 
 
@@ -45,12 +43,6 @@ def make_corpus(n: int = 300, seed: int = 0) -> list[str]:
         texts.append(f"Options: {a}, {b}, {a + b}")
     texts.append("Question: Answer:")
     return texts
-
-
-def scene(color: str, size: tuple[int, int] = (48, 48), box=(8, 8, 30, 30)) -> Image.Image:
-    img = Image.new("RGB", size, "white")
-    ImageDraw.Draw(img).rectangle(box, fill=color)
-    return img
 
 
 @pytest.fixture(scope="module")

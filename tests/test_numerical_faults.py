@@ -20,7 +20,6 @@ from mmboundary.config import TrainConfig
 from mmboundary.errors import MMBoundaryError, NonFiniteError
 from mmboundary.training.loop import train_supervised
 
-
 # --- the supervised loop ------------------------------------------------------------------------
 
 def _items():
@@ -154,11 +153,14 @@ def test_the_limit_is_checked_and_the_error_is_the_projects_own():
 
 # --- PPO: a NaN minibatch in ppo_update ----------------------------------------------------------
 
-from test_rl import _scored_batch, ctx, examples, tokenizer  # noqa: E402,F401  (fixtures of test_rl)
+import test_rl  # noqa: E402
+from test_rl import _scored_batch  # noqa: E402
+
+ctx, examples, tokenizer = test_rl.ctx, test_rl.examples, test_rl.tokenizer  # test_rl's fixtures, used here
 
 
 def _ppo_setup(examples, tokenizer, ctx):
-    from mmboundary.training.rl import RLConfig
+    from mmboundary.training.rl_config import RLConfig
 
     cfg = RLConfig(minibatch_size=1, ppo_epochs=1)
     batch, pv, policy = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
@@ -175,7 +177,7 @@ def test_ppo_update_skips_a_nan_minibatch(examples, tokenizer, ctx, nan_samples)
     """One minibatch per sample: a NaN advantage makes that minibatch's loss NaN; it is skipped
     and counted, the other one is applied; with both NaN, no weight and no optimiser state
     changes. The control (no NaN) shows an update does change the weights."""
-    from mmboundary.training.rl import ppo_update
+    from mmboundary.training.ppo import ppo_update
 
     cfg, batch, pv, policy = _ppo_setup(examples, tokenizer, ctx)
     before = _state(pv)
@@ -195,7 +197,7 @@ def test_ppo_update_skips_a_nan_minibatch(examples, tokenizer, ctx, nan_samples)
 
 
 def test_ppo_update_without_nan_changes_the_weights(examples, tokenizer, ctx):
-    from mmboundary.training.rl import ppo_update
+    from mmboundary.training.ppo import ppo_update
 
     cfg, batch, pv, policy = _ppo_setup(examples, tokenizer, ctx)
     before = _state(pv)
@@ -207,7 +209,9 @@ def test_ppo_update_without_nan_changes_the_weights(examples, tokenizer, ctx):
 def test_ppo_update_skips_a_nan_gradient_and_stops_after_the_limit(examples, tokenizer, ctx):
     """A finite loss whose gradient is NaN (a hook poisons it) is skipped like a NaN loss; with
     `max_nonfinite_in_a_row` = 2 the second bad step in a row stops the update."""
-    from mmboundary.training.rl import RLConfig, _TooManyNonFinite, ppo_update
+    from mmboundary.training.ppo import ppo_update
+    from mmboundary.training.rl_config import RLConfig
+    from mmboundary.training.rl_update import TooManyNonFinite
 
     cfg, batch, pv, policy = _ppo_setup(examples, tokenizer, ctx)
     param = next(p for p in pv.parameters() if p.requires_grad)
@@ -217,7 +221,7 @@ def test_ppo_update_skips_a_nan_gradient_and_stops_after_the_limit(examples, tok
     out = ppo_update(pv, policy, batch, cfg.model_copy(update={"max_nonfinite_in_a_row": None}), None, opt)
     assert out["nonfinite_skipped"] == 2 and out["optimizer_steps"] == 0
     assert _equal(before, _state(pv)) and not opt.state
-    with pytest.raises(_TooManyNonFinite):
+    with pytest.raises(TooManyNonFinite):
         ppo_update(pv, policy, batch, cfg.model_copy(update={"max_nonfinite_in_a_row": 2}), None, opt)
     handle.remove()
     assert RLConfig().max_nonfinite_in_a_row == 3
@@ -228,7 +232,8 @@ def test_a_sample_with_nan_log_probs_is_left_out_of_the_batch(examples, tokenize
     every tensor of the batch stays finite, so whitening does not spread the NaN."""
     import dataclasses
 
-    from mmboundary.training.rl import RLConfig, prepare_batch
+    from mmboundary.training.ppo import prepare_batch
+    from mmboundary.training.rl_config import RLConfig
 
     cfg = RLConfig()
     batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)

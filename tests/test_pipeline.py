@@ -1,22 +1,18 @@
 """End-to-end: the pipeline on a miniature of the built-in default, resume, and the CLI."""
 
+import dataclasses
 import json
 
 import pytest
 from typer.testing import CliRunner
 
-from mmboundary import pipeline
+from _helpers import small_run
+from mmboundary import pipeline, stages
 from mmboundary.cli import app
 from mmboundary.config import load_config
 from mmboundary.runs import Run
 
-SMALL = [
-    "data.benchmark.n_train=48", "data.benchmark.n_test=8", "data.benchmark.n_ood=8",
-    "base.vlm.max_steps=4", "base.vlm.batch_size=8", "base.clip.max_steps=2", "base.clip.batch_size=8",
-    "generation.max_new_tokens=12", "sft.train.max_steps=3", "sft.train.batch_size=8",
-    "rl.iterations=1", "rl.rollout_batch_size=2", "rl.samples_per_question=2", "rl.max_new_tokens=12",
-    "rl.minibatch_size=2", "rl.ppo_epochs=1", "stages=[data,base,estimate,sft_data,sft,rl,evaluate]",
-]
+SMALL = small_run()
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +70,9 @@ def test_estimate_writes_scored_steps_for_every_generated_step(finished_run):
 
 def test_resume_skips_finished_stages_and_reruns_unfinished(finished_run, monkeypatch):
     calls = []
-    monkeypatch.setattr(pipeline, "STAGE_FUNCS", {
-        name: (lambda run, name=name: calls.append(name) or {"rerun": True}) for name in pipeline.STAGE_FUNCS})
+    for name, stage in list(stages.BY_NAME.items()):
+        monkeypatch.setitem(stages.BY_NAME, name, dataclasses.replace(
+            stage, run=lambda run, name=name: calls.append(name) or {"rerun": True}))
     run = Run.open(finished_run.root)
     pipeline.run_pipeline(run)
     assert calls == []  # everything was complete
@@ -101,7 +98,7 @@ def test_answer_granularity_fork_runs_end_to_end(finished_run, tmp_path):
     the SFT data state once per chain, after the answer; evaluated chains carry one level per chain."""
     from datasets import load_from_disk
 
-    from mmboundary.runs import fork_run
+    from mmboundary.stages import fork_run
 
     run, reused = fork_run(finished_run.root, tmp_path / "sayself",
                            ["statements.granularity=answer", "rl.reward.alpha=0", "rl.reward.gamma=0"])
@@ -142,7 +139,8 @@ def test_a_run_is_reproducible_at_a_given_thread_count(tmp_path):
     import subprocess
     import sys
 
-    overrides = [o for o in SMALL if not o.startswith(("rl.", "stages="))] + ["stages=[data,base,estimate,sft_data,sft]"]
+    overrides = [o for o in SMALL if not o.startswith(("rl.", "stages="))]
+    overrides += ["stages=[data,base,estimate,sft_data,sft]"]
     out = []
     for k in (1, 2):
         env = dict(os.environ, PYTHONHASHSEED=str(k), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
@@ -158,7 +156,7 @@ def test_a_run_is_reproducible_at_a_given_thread_count(tmp_path):
 def test_result_table_is_whole_in_a_log(capsys, monkeypatch):
     """Printed to a file or a pipe (not a terminal), the results table keeps its model names and
     level shares on one line per row (rich's default 80 columns cut them to 'vani…')."""
-    from mmboundary.pipeline import print_results
+    from mmboundary.stages.evaluate import print_results
 
     monkeypatch.delenv("COLUMNS", raising=False)
     shares = {"1": 0.09, "2": 0.17, "3": 0.41, "4": 0.32, "5": 0.01}

@@ -322,7 +322,8 @@ def test_clip_checkpoint_scores_by_hand(stand_ins):
 def test_real_model_configs_resolve():
     expected = {"llava-next": "llava-hf/llava-v1.6-mistral-7b-hf", "qwen2-vl": "Qwen/Qwen2-VL-7B-Instruct"}
     for arch, path in MODEL_CONFIGS.items():
-        cfg = load_config([path, ROOT / "configs" / "data" / "aokvqa.yaml", ROOT / "configs" / "data" / "culturalvqa.yaml"])
+        data = ROOT / "configs" / "data"
+        cfg = load_config([path, data / "aokvqa.yaml", data / "culturalvqa.yaml"])
         assert cfg.model.path == expected[arch] and cfg.model.kind == "pretrained"
         assert (cfg.model.dtype, cfg.model.gradient_checkpointing) == ("bfloat16", True)
         assert "base" not in cfg.stages
@@ -369,8 +370,9 @@ def test_gpu_check_body_with_cuda_calls_stubbed(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda *a: None)
     monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda *a: next(peaks) * 2 ** 20)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    monkeypatch.setattr("mmboundary.pipeline.make_accelerator",
-                        lambda cfg: __import__("accelerate").Accelerator(cpu=True))
+    for stage in ("base", "estimate", "sft", "rl", "evaluate"):  # every stage that makes an accelerator
+        monkeypatch.setattr(f"mmboundary.stages.{stage}.make_accelerator",
+                            lambda device: __import__("accelerate").Accelerator(cpu=True))
     out = tmp_path / "gpu.json"
     rc = module.main(["--tiny-real", "qwen2-vl", "--run-dir", str(tmp_path / "run"), "--out", str(out),
                                    "--set", "data.benchmark.n_train=8", "--set", "data.benchmark.n_test=4",

@@ -1,6 +1,6 @@
-"""The PPO stage (`training.rl`) on a tiny random VLM: token spans of a hand-made rollout, the
-reward that reaches the optimiser, one iteration (and lr = 0), the statement-only loss mask,
-resume, and 2 processes vs 1."""
+"""The RL stage (`training.rl` and the modules it runs) on a tiny random VLM: token spans of a
+hand-made rollout, the reward that reaches the optimiser, one iteration (and lr = 0), the
+statement-only loss mask, resume, and 2 processes vs 1."""
 
 from __future__ import annotations
 
@@ -15,24 +15,17 @@ import pytest
 import torch
 
 from mmboundary.confidence.fusion import FusionConfig, Levels, Normalizer, SignalRange
+from mmboundary.confidence.scorer import ScoringContext, token_char_ends
+from mmboundary.distributed import make_accelerator
 from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
 from mmboundary.statements.chain_format import parse_chain, write_chain
 from mmboundary.statements.mapping import NumericMapper
-from mmboundary.training.rewards import r_cs, r_ec, r_ka
-from mmboundary.training.rl import (
-    RLConfig,
-    RewardWeights,
-    RolloutContext,
-    build_rollout,
-    char_spans_to_token_spans,
-    make_rl_accelerator,
-    ppo_loss,
-    prepare_batch,
-    samples_from_ids,
-    score_samples,
-    token_char_ends,
-    train_rl,
-)
+from mmboundary.training.ppo import ppo_loss, prepare_batch
+from mmboundary.training.rewards import RewardConfig, r_cs, r_ec, r_ka
+from mmboundary.training.rl import train_rl
+from mmboundary.training.rl_config import RLConfig
+from mmboundary.training.samples import build_rollout, char_spans_to_token_spans, samples_from_ids
+from mmboundary.training.scoring import score_samples
 from mmboundary.training.value_head import PolicyWithValue, ValueHead, hidden_size_of
 
 SPEC = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
@@ -64,7 +57,7 @@ def ctx():
     normalizer = Normalizer(ranges={"lnlp": SignalRange(lo=1.0, hi=500.0, count=10),
                                     "mte": SignalRange(lo=0.0, hi=7.0, count=10)})
     levels = Levels(kind="meanstd", thresholds=(0.2, 0.4, 0.6, 0.8), mean=0.5, std=0.2, count=10)
-    return RolloutContext(mapper=NumericMapper(), normalizer=normalizer, levels=levels,
+    return ScoringContext(mapper=NumericMapper(), normalizer=normalizer, levels=levels,
                           fusion=FusionConfig(ablate=["token_sar", "clip_score"]), signals=("lnlp", "mte"))
 
 
@@ -161,7 +154,7 @@ def _scored_batch(examples, tokenizer, ctx, cfg, kl_coef):
 
 
 def test_reward_reaching_the_optimiser_is_the_configured_sum(examples, tokenizer, ctx):
-    weights = RewardWeights(alpha=0.5, beta=2.0, gamma=0.25)
+    weights = RewardConfig(alpha=0.5, beta=2.0, gamma=0.25)
     cfg = RLConfig(reward=weights, gae_gamma=1.0, gae_lambda=1.0, whiten_advantages=False)
     kl_coef = 0.1
     batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, kl_coef)
@@ -194,7 +187,7 @@ def test_reward_reaching_the_optimiser_is_the_configured_sum(examples, tokenizer
 def test_statement_advantage_by_hand(examples, tokenizer, ctx):
     """'statement' advantages: on statement tokens only, the step's calibration reward minus the
     mean of the other steps of its (correctness, internal level) cell, over the batch's RMS."""
-    weights = RewardWeights(alpha=0.5, beta=2.0, gamma=0.25)
+    weights = RewardConfig(alpha=0.5, beta=2.0, gamma=0.25)
     cfg = RLConfig(reward=weights, advantage="statement", loss_on="statements")
     batch, _, _ = _scored_batch(examples, tokenizer, ctx, cfg, 0.05)
     items = [(i, st, rw) for i, s in enumerate(batch.samples) for st, rw in zip(s.rollout.steps, s.rollout.rewards)
@@ -268,7 +261,7 @@ LOOP = dict(rollout_batch_size=2, samples_per_question=2, max_new_tokens=12, ite
 
 def _run(examples, tokenizer, ctx, cfg, out_dir=None, callback=None):
     policy, reference = tiny(tokenizer), tiny(tokenizer)
-    summary, pv = train_rl(policy, reference, examples, ctx, cfg, seed=0, accelerator=make_rl_accelerator("cpu"),
+    summary, pv = train_rl(policy, reference, examples, ctx, cfg, seed=0, accelerator=make_accelerator("cpu"),
                            out_dir=out_dir, callback=callback)
     return summary, pv
 
@@ -354,7 +347,7 @@ def test_two_processes_equal_one_with_twice_the_batch(tmp_path):
 
 def test_response_scores_are_those_of_the_tempered_policy():
     """Token j of a row is scored by the logits one position earlier, divided by the temperature."""
-    from mmboundary.training.rl import response_scores
+    from mmboundary.training.scoring import response_scores
 
     torch.manual_seed(0)
     logits = torch.randn(1, 5, 7)
@@ -447,17 +440,31 @@ def test_level_update_raises_the_expected_reward(examples, tokenizer, ctx):
     assert expected(policy.model) == pytest.approx(after, abs=1e-6)
 
 
+def test_every_configurable_advantage_is_registered():
+    """`rl.advantage` names an estimator of the registry (one signature); only GAE uses the critic."""
+    import typing
+
+    from mmboundary.training.estimators import ADVANTAGE_ESTIMATORS, advantage_estimator
+
+    names = typing.get_args(RLConfig.model_fields["advantage"].annotation)
+    assert set(names) == set(ADVANTAGE_ESTIMATORS)
+    assert {n: advantage_estimator(n).critic for n in names} == {"gae": True, "group": False, "statement": False}
+    with pytest.raises(ValueError, match="registered"):
+        advantage_estimator("vtrace")
+
+
 def test_expected_needs_the_statement_loss():
     with pytest.raises(ValueError, match="loss_on: statements"):
         RLConfig(algorithm="expected", loss_on="all")
 
 
 def test_fresh_questions_are_new_benchmark_questions(tmp_path):
+    from mmboundary.artifacts import load_split
     from mmboundary.config import load_config
     from mmboundary.errors import ConfigError
-    from mmboundary.pipeline import load_split, run_stage
+    from mmboundary.pipeline import run_stage
     from mmboundary.runs import Run
-    from mmboundary.training.rl import rl_questions
+    from mmboundary.stages.rl import rl_questions
 
     cfg = load_config(None, ["data.benchmark.n_train=12", "data.benchmark.n_test=2", "data.benchmark.n_ood=2"])
     run = Run.open(tmp_path / "run", cfg)
@@ -472,7 +479,8 @@ def test_fresh_questions_are_new_benchmark_questions(tmp_path):
     assert sum((ex.question, tuple(ex.answers)) in seen for ex in fresh) < len(fresh)  # another draw
     assert [ex.model_dump() for ex in rl_questions(run, rl)] == [ex.model_dump() for ex in fresh]  # deterministic
     assert [ex.id for ex in rl_questions(run, RLConfig(train_examples=5))] == [ex.id for ex in train[:5]]
-    other = Run.open(tmp_path / "jsonl", load_config(None, ["data.source=jsonl", "data.train=x.jsonl", "data.test=y.jsonl"]))
+    other = Run.open(tmp_path / "jsonl",
+                     load_config(None, ["data.source=jsonl", "data.train=x.jsonl", "data.test=y.jsonl"]))
     with pytest.raises(ConfigError, match="built-in benchmark"):
         rl_questions(other, rl)
 
@@ -483,7 +491,7 @@ def test_answer_granularity_scores_one_answer_statement(examples, tokenizer, ctx
     last token; the optimiser receives it minus the KL penalty."""
     import dataclasses
 
-    cfg = RLConfig(reward=RewardWeights(alpha=0.0, beta=1.0, gamma=0.0), gae_gamma=1.0, gae_lambda=1.0,
+    cfg = RLConfig(reward=RewardConfig(alpha=0.0, beta=1.0, gamma=0.0), gae_gamma=1.0, gae_lambda=1.0,
                    whiten_advantages=False)
     actx = dataclasses.replace(ctx, granularity="answer")
     policy, reference = tiny(tokenizer), tiny(tokenizer)

@@ -17,7 +17,6 @@ import types
 from pathlib import Path
 
 import pytest
-
 import torch
 from safetensors.torch import load_file
 
@@ -151,7 +150,8 @@ def remote_code_switches(source: str) -> list[str]:
     ("def f(p):\n    kw = dict(dtype=1)\n    return CLIPModel.from_pretrained(p, **kw)", "without use_safetensors"),
     ("SentenceTransformer(p)", "SentenceTransformer without model_kwargs"),
     ("CrossEncoder(p, model_kwargs={'use_safetensors': False})", "CrossEncoder without model_kwargs"),
-    ("def f(c, p):\n    cls = CrossEncoder if c else SentenceTransformer\n    return cls(p)", "cls without model_kwargs"),
+    ("def f(c, p):\n    cls = CrossEncoder if c else SentenceTransformer\n    return cls(p)",
+     "cls without model_kwargs"),
     ("import pickle", "imports pickle"),
     ("yaml.load(text)", "yaml.load"),
     ("np.load(path, allow_pickle=True)", "allow_pickle=True"),
@@ -168,7 +168,8 @@ def test_the_scanner_finds_an_unsafe_load(snippet, expected):
     "def f(p):\n    kw = dict(use_safetensors=True)\n    return CLIPModel.from_pretrained(p, **kw)",
     "AutoTokenizer.from_pretrained(p)",
     "SentenceTransformer(p, model_kwargs={'use_safetensors': True})",
-    "def f(c, p):\n    cls = CrossEncoder if c else SentenceTransformer\n    return cls(p, model_kwargs={'use_safetensors': True})",
+    "def f(c, p):\n    cls = CrossEncoder if c else SentenceTransformer\n"
+    "    return cls(p, model_kwargs={'use_safetensors': True})",
     "np.load(path)",
 ])
 def test_the_scanner_passes_a_safe_load(snippet):

@@ -7,7 +7,9 @@ memory bounded).
     HF_HUB_OFFLINE=1 python -m pytest -q tests/test_serve.py
 
 The tiny run (a random tiny VLM as vanilla and SFT model, hand-made normaliser and levels) is
-built by tests/_tiny_run.py (as for tests/test_api.py and tests/test_browser.py).
+conftest's `tiny_run` (`_helpers.build_tiny_run`, as for tests/test_api.py and tests/test_browser.py);
+the results files, `post_ask` and the subprocess `Server` are in tests/_helpers.py (test_browser uses
+them too).
 """
 
 from __future__ import annotations
@@ -15,13 +17,8 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,16 +26,13 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from mmboundary.records import GeneratedChain, GeneratedStep
+from _helpers import QUESTION, Server, post_ask, write_results
 from mmboundary.serve import LEVEL_COLOURS, ServeSettings, create_app, is_loopback
 
-from _tiny_run import build_tiny_run  # noqa: E402  (tests/ is on the path, as for test_browser)
-
-QUESTION = "How many circles are there?"
 STATIC = Path(__file__).resolve().parents[1] / "src" / "mmboundary" / "serve" / "static"
 
 
-# --- a tiny run ---------------------------------------------------------------------------------------
+# --- the app on conftest's tiny run -----------------------------------------------------------------
 
 def png_bytes(size=(24, 24), colour=(200, 30, 30)) -> bytes:
     buf = io.BytesIO()
@@ -47,15 +41,10 @@ def png_bytes(size=(24, 24), colour=(200, 30, 30)) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return build_tiny_run(tmp_path_factory.mktemp("run") / "r", tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def model(tiny):
+def model(tiny_run):
     from mmboundary.api import load
 
-    return load(tiny[0])
+    return load(tiny_run.root)
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +53,7 @@ def client(model):
         yield c
 
 
-def _ask(client, image: bytes | None, question="How many circles are there?", choices=(), name="scene.png",
+def _ask(client, image: bytes | None, question=QUESTION, choices=(), name="scene.png",
          **data):
     files = {"image": (name, image, "image/png")} if image is not None else None
     form = {"question": question, "choice": list(choices), **data}
@@ -73,8 +62,8 @@ def _ask(client, image: bytes | None, question="How many circles are there?", ch
 
 # --- asking ---------------------------------------------------------------------------------------
 
-def test_ask_gives_the_steps_of_the_python_api(client, model, tiny):
-    image = Path(tiny[1][0].image)
+def test_ask_gives_the_steps_of_the_python_api(client, model, tiny_run):
+    image = Path(tiny_run.examples[0].image)
     r = _ask(client, image.read_bytes(), choices=["1", "2", "3"])
     assert r.status_code == 200, r.text
     expected = model.ask(image, QUESTION, ["1", "2", "3"]).model_dump(mode="json")
@@ -121,7 +110,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("case", list(BAD))
-def test_a_bad_upload_is_a_4xx_naming_the_problem_and_the_server_keeps_serving(client, case, tiny):
+def test_a_bad_upload_is_a_4xx_naming_the_problem_and_the_server_keeps_serving(client, case, tiny_run):
     make, extra, status, code, message = BAD[case]
     name = "notes.txt" if case == "not an image" else "upload.png"
     r = _ask(client, make(), name=name, **extra)
@@ -129,7 +118,7 @@ def test_a_bad_upload_is_a_4xx_naming_the_problem_and_the_server_keeps_serving(c
     body = r.json()
     assert body["error"] == code and message in body["message"], body
     assert "/tmp" not in body["message"]  # the server's temporary path is never shown
-    ok = _ask(client, Path(tiny[1][0].image).read_bytes())
+    ok = _ask(client, Path(tiny_run.examples[0].image).read_bytes())
     assert ok.status_code == 200 and ok.json()["steps"]
     assert client.get("/healthz").json()["admitted"] == 0  # every request left the queue
 
@@ -232,41 +221,6 @@ def test_beyond_the_queue_requests_get_503_busy_with_retry_after():
 
 # --- the results browser --------------------------------------------------------------------------
 
-def _chain(eid, steps, answer="2", right=True):
-    return GeneratedChain(example_id=eid, text=" ".join(t for t, *_ in steps), answer=answer, answer_correct=right,
-                          steps=tuple(GeneratedStep(text=t, start=0, end=len(t), correct=c,
-                                                    statement=None if lv is None else f"confidence {lv}/5", level=lv)
-                                      for t, lv, c in steps))
-
-
-def write_results(root: Path, first_id: str = "a") -> Path:
-    """Hand-made evaluate output in `root`: sft chains with expressed levels, vanilla chains whose
-    internal levels are in estimate/steps_test.jsonl, a metrics.json. `first_id`: the id of the
-    example with the largest error (the browser test gives it one made of HTML)."""
-    ev = root / "evaluate"
-    ev.mkdir(parents=True, exist_ok=True)
-    sft = [
-        _chain("b", [("s1.", 3, True), ("s2.", 1, False)]),        # (|0.5-1| + |0.1-0|) / 2 = 0.3
-        _chain(first_id, [("s1.", 5, False)], right=False),              # |0.9-0| = 0.9
-        _chain("d", [("s1.", None, True), ("s2.", 4, None)]),       # no step with level and truth: None
-        _chain("c", [("s1.", 2, True), ("s2.", None, False)]),      # |0.3-1| = 0.7
-    ]
-    (ev / "chains_sft_test.jsonl").write_text("".join(c.model_dump_json() + "\n" for c in sft))
-    vanilla = [_chain(first_id, [("v1.", None, True), ("v2.", None, True)]), _chain("b", [("v1.", None, False)])]
-    (ev / "chains_vanilla_test.jsonl").write_text("".join(c.model_dump_json() + "\n" for c in vanilla))
-    (root / "estimate").mkdir(exist_ok=True)
-    steps = [(first_id, 0, 5), (first_id, 1, 4), ("b", 0, 5)]  # a: (0.1 + 0.3) / 2 = 0.2; b: 0.9
-    (root / "estimate" / "steps_test.jsonl").write_text(
-        "".join(json.dumps({"example_id": e, "step_index": i, "level": lv}) + "\n" for e, i, lv in steps))
-    report = {"accuracy": 0.5, "ece": 0.25, "mece": 0.125, "auroc": 0.75, "brier": 0.2, "parsed_share": 0.8,
-              "level_shares": {"1": 0.2, "3": 0.8}}
-    (ev / "metrics.json").write_text(json.dumps({"test": {
-        "sft": {"answer_accuracy": 0.5, "expressed": report, "f1": 0.6},
-        "vanilla": {"answer_accuracy": 0.25, "internal": {**report, "ece": 0.5}, "f1": None},
-        "vanilla_internal_signals": {"lnlp": {}}}}))
-    return root
-
-
 @pytest.fixture()
 def results_run(tmp_path):
     return write_results(tmp_path)
@@ -363,11 +317,10 @@ def test_the_default_bind_is_loopback(monkeypatch, tmp_path):
 def test_serve_hands_uvicorn_the_host_and_warns_off_loopback(monkeypatch, tmp_path, capsys):
     import uvicorn
 
-    import mmboundary.api as api
     from mmboundary.serve import server
 
     runs = []
-    monkeypatch.setattr(api, "load", lambda *a, **kw: _Blocking(_stub_answer()))
+    monkeypatch.setattr(server, "load", lambda *a, **kw: _Blocking(_stub_answer()))
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: runs.append(kw))
     server.serve(tmp_path, host="0.0.0.0", port=1234)
     assert runs[-1]["host"] == "0.0.0.0"
@@ -407,35 +360,6 @@ def test_the_page_puts_text_in_as_text_and_has_no_external_assets(client):
 
 # --- a real server under load ---------------------------------------------------------------------
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def multipart(fields: dict, files: dict) -> tuple[bytes, str]:
-    boundary = "mmboundary-test-boundary"
-    out = io.BytesIO()
-    for k, v in fields.items():
-        for item in v if isinstance(v, list) else [v]:
-            out.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{item}\r\n".encode())
-    for k, (name, data) in files.items():
-        out.write(f"--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"{name}\"\r\n"
-                  "Content-Type: application/octet-stream\r\n\r\n".encode() + data + b"\r\n")
-    out.write(f"--{boundary}--\r\n".encode())
-    return out.getvalue(), f"multipart/form-data; boundary={boundary}"
-
-
-def post_ask(base: str, image: bytes, question: str = QUESTION, timeout: float = 60):
-    body, ctype = multipart({"question": question}, {"image": ("scene.png", image)})
-    req = urllib.request.Request(base + "/api/ask", data=body, headers={"Content-Type": ctype}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, {k.lower(): v for k, v in r.headers.items()}, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, {k.lower(): v for k, v in e.headers.items()}, json.loads(e.read())
-
-
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -443,67 +367,11 @@ def rss_mb(pid: int) -> float:
     raise AssertionError("no VmRSS")
 
 
-class Server:
-    """`mmboundary serve` in a subprocess on a free loopback port."""
-
-    def __init__(self, model: Path, *extra: str):
-        self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "MMBOUNDARY_PROGRESS": "0", "OMP_NUM_THREADS": "1"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "mmboundary.cli", "serve", "--model", str(model),
-                                      "--port", str(self.port), *extra],
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-
-    def wait(self, timeout: float = 60) -> None:
-        deadline = time.time() + timeout
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"server exited: {self.proc.stdout.read().decode()}")
-            try:
-                with urllib.request.urlopen(self.base + "/healthz", timeout=2) as r:
-                    if r.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("server did not start")
-
-    def listening_addresses(self) -> set[str]:
-        """Local addresses of the server's listening TCP sockets on its port (from /proc)."""
-        out = set()
-        for table in ("tcp", "tcp6"):
-            for line in Path(f"/proc/{self.proc.pid}/net/{table}").read_text().splitlines()[1:]:
-                local, state = line.split()[1], line.split()[3]
-                addr, port = local.split(":")
-                if state == "0A" and int(port, 16) == self.port:  # 0A = LISTEN
-                    out.add(addr)
-        return out
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            out, _ = self.proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, _ = self.proc.communicate()
-        return out.decode(errors="replace")
-
-    def __enter__(self):
-        try:
-            self.wait()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads memory and sockets from /proc (Linux)")
-def test_fifty_concurrent_requests_on_loopback(tiny):
-    image = Path(tiny[1][0].image).read_bytes()
+def test_fifty_concurrent_requests_on_loopback(tiny_run):
+    image = Path(tiny_run.examples[0].image).read_bytes()
     t0 = time.time()
-    with Server(tiny[0], "--max-queue", "8") as server:
+    with Server(tiny_run.root, "--max-queue", "8") as server:
         assert server.listening_addresses() == {"0100007F"}  # 127.0.0.1 only
         status, _, first = post_ask(server.base, image)  # warm-up: the first inference allocates
         assert status == 200 and first["steps"]

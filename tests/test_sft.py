@@ -14,7 +14,6 @@ from mmboundary.records import Example, GeneratedChain, GeneratedStep, Reference
 from mmboundary.training.loop import latest_checkpoint, train_supervised
 from mmboundary.training.sft import sft_records
 
-
 # --- resumable loop -------------------------------------------------------------------------------
 
 class _Interrupt(Exception):
@@ -165,7 +164,7 @@ def test_statement_writer_draws_from_the_first_k_statements_of_each_level():
     import numpy as np
 
     from mmboundary.config import load_config
-    from mmboundary.pipeline import statement_writer
+    from mmboundary.stages.sft import statement_writer
     from mmboundary.statements.pool import default_pool
 
     pool = default_pool()

@@ -9,8 +9,8 @@ import random
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
 
+from _helpers import COLORS, SHAPES, scene
 from mmboundary.confidence import forward as forward_mod
 from mmboundary.confidence.clip_score import clip_scores
 from mmboundary.confidence.estimator import estimate_signals
@@ -25,8 +25,6 @@ from mmboundary.models.vlm import IGNORE_INDEX
 from mmboundary.records import Example
 from mmboundary.steps import split_steps
 
-COLORS = ["red", "green", "blue", "yellow", "purple", "orange"]
-SHAPES = ["circle", "square", "triangle"]
 CHAIN = "There are 2 red objects. 2 plus 1 is 3. So the answer is 3."
 LN4 = math.log(4.0)
 
@@ -42,12 +40,6 @@ def corpus(n: int = 200, seed: int = 0) -> list[str]:
         texts.append(f"The {c} {s} is in the left cell, and I believe this is right.")
     texts.append("Question: Answer:")
     return texts
-
-
-def picture(color: str, box=(8, 8, 30, 30)) -> Image.Image:
-    img = Image.new("RGB", (48, 48), "white")
-    ImageDraw.Draw(img).rectangle(box, fill=color)
-    return img
 
 
 @pytest.fixture(scope="module")
@@ -247,7 +239,7 @@ ITEMS = [
 
 
 def _items(vlm, items):
-    return [(vlm.prompt_text(q), picture(c), r) for c, q, r in items]
+    return [(vlm.prompt_text(q), scene(c), r) for c, q, r in items]
 
 
 def test_teacher_forced_alignment_eos_and_full_logits(vlm):
@@ -280,7 +272,7 @@ def test_teacher_forced_batched_equals_one_by_one_and_padding_invariance(vlm):
         np.testing.assert_allclose(b.entropies, single.entropies, rtol=0, atol=1e-5)
         assert (b.token_ids == single.token_ids).all()
     # padding invariance: a much longer item in the batch does not move the others
-    longer = (vlm.prompt_text("How many purple objects are there in the picture?"), picture("purple"),
+    longer = (vlm.prompt_text("How many purple objects are there in the picture?"), scene("purple"),
               " ".join([CHAIN] * 4))
     padded = teacher_forced(vlm, [items[0], longer, items[2]])
     for b, p in zip([batched[0], batched[2]], [padded[0], padded[2]]):
@@ -291,7 +283,7 @@ def test_teacher_forced_batched_equals_one_by_one_and_padding_invariance(vlm):
 # --- CLIP score ---------------------------------------------------------------------------------
 
 def test_clip_score_range_and_batched_equals_one_by_one(clip):
-    images = [picture("red"), picture("blue"), picture("green", box=(30, 30, 46, 46))]
+    images = [scene("red"), scene("blue"), scene("green", box=(30, 30, 46, 46))]
     sentences = ["There are 2 red objects.", "The blue square is in the left cell.",
                  "So the answer is 3.", " ".join(["a very long sentence"] * 40)]
     index = [0, 1, 2, 0]
@@ -315,7 +307,7 @@ def examples_and_chains(tmp_path_factory):
     examples, chains = [], []
     for k, (color, question, response) in enumerate(ITEMS * 2):
         path = d / f"{k}.png"
-        picture(color).save(path)
+        scene(color).save(path)
         ex = Example(id=f"ex{k}", image=path, question=question, answers=("3",))
         examples.append(ex)
         chains.append(chain_record(ex, response))
@@ -355,7 +347,7 @@ def test_estimate_signals_end_to_end(vlm, clip, similarity, examples_and_chains,
     k = 0
     for c in chains:
         (sc,) = teacher_forced(vlm, [(vlm.prompt_text(next(e for e in examples if e.id == c.example_id).question),
-                                      picture(ITEMS[int(c.example_id[2:]) % 3][0]), c.text)])
+                                      scene(ITEMS[int(c.example_id[2:]) % 3][0]), c.text)])
         for j, step in enumerate(c.steps):
             r = records[k]
             k += 1
@@ -394,9 +386,9 @@ def test_truncated_response_steps_get_none(vlm, clip, similarity, examples_and_c
     examples, chains = examples_and_chains
     chain = chains[0]  # three steps
     ex = examples[0]
-    n_prompt = int(vlm.encode([vlm.prompt_text(ex.question)], [picture("red")])["input_ids"].shape[1])
+    n_prompt = int(vlm.encode([vlm.prompt_text(ex.question)], [scene("red")])["input_ids"].shape[1])
     short = VLM(model=vlm.model, processor=vlm.processor, kind=vlm.kind, max_length=n_prompt + 8)
-    (sc,) = teacher_forced(short, [(short.prompt_text(ex.question), picture("red"), chain.text)])
+    (sc,) = teacher_forced(short, [(short.prompt_text(ex.question), scene("red"), chain.text)])
     assert sc.truncated and len(sc.token_ids) == 8 and sc.eos_logprob is None
     with pytest.warns(UserWarning, match="beyond the model's max_length"):
         records = estimate_signals(short, clip, similarity, examples, [chain], progress=False)

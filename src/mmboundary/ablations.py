@@ -5,8 +5,8 @@
 Every row is defined relative to **the full method**: the run config (the built-in default, or the
 comparison's config and overrides) with the `rl` stage added to its stages
 (`full_overrides`). A row's overrides are applied on top of that; a row with its own run is a fork
-of the full method's run (`runs.fork_run`), which reuses every finished stage the overlay leaves
-valid (`runs.reusable_stages`), so the shared stages are computed once.
+of the full method's run (`stages.fork_run`), which reuses every finished stage the overlay leaves
+valid (`stages.reusable_stages`), so the shared stages are computed once.
 
 | row | overlay on the full method | model of the row | paper row |
 |---|---|---|---|
@@ -18,7 +18,7 @@ valid (`runs.reusable_stages`), so the shared stages are computed once.
 | `wo_mapping` | `statements.kind=numeric` ("confidence 4/5" instead of a statement) | rl | w/o S-S mapping |
 | `wo_r_ka` / `wo_r_ec` / `wo_r_cs` | `rl.reward.alpha=0` / `beta=0` / `gamma=0` | rl | w/o that reward |
 | `drl` | `rl.init=vanilla`, stages without `sft_data` / `sft` | rl | DRL (baseline) |
-| `expected` | `rl.algorithm=expected`, `rl.level_temperature=3`, `rl.reward.gamma=0` | rl | - (this project's RL variant) |
+| `expected` | `rl.algorithm=expected`, `rl.level_temperature=3`, `rl.reward.gamma=0` | rl | - (this project's) |
 | `sayself` | `statements.granularity=answer`, `rl.reward.alpha=0`, `rl.reward.gamma=0` | rl | SaySelf (baseline) |
 
 Rows the config cannot express yet are not faked: `row_availability` validates the overlay against
@@ -40,7 +40,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from mmboundary.config import STAGES, RunConfig, load_config
+from mmboundary.config import STAGE_NAMES as STAGES
+from mmboundary.config import RunConfig, load_config
 from mmboundary.errors import ConfigError
 
 __all__ = [
@@ -202,7 +203,7 @@ def row_availability(name: str, config: str | Path | None = None, overrides: Seq
     except ConfigError as e:
         reason = f"the config cannot express it: {e}"
         if name == "drl":
-            reason = ("the rl stage always starts from the run's sft/model (training/rl.py run_rl_stage) and the "
+            reason = ("the rl stage always starts from the run's sft/model (stages/rl.py stage_rl) and the "
                       "config has no switch to start it from the vanilla model (proposed: rl.init: sft | vanilla, "
                       f"with the stages data, base, estimate, rl, evaluate); {reason}")
         return reason

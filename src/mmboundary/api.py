@@ -12,17 +12,17 @@ as typed steps with the confidence the model states and the one its internal sig
 
 `load(path)` takes
 - a run directory (it has `config.yaml`): the newest model `evaluate` judges
-  (`pipeline.evaluated_models`: `rl/model` once the rl stage is complete, else `sft/model`, else
-  the vanilla model `pipeline.resolve_vlm_path` names), or the one `stage=` names;
+  (`artifacts.evaluated_models`: `rl/model` once the rl stage is complete, else `sft/model`, else
+  the vanilla model `artifacts.resolve_vlm_path` names), or the one `stage=` names;
 - a checkpoint folder (it has `config.json`): `<run>/<base|sft|rl>/model` is recognised as a
   model of that run; any other folder is a plain checkpoint.
 
 Per step (`Step`):
 - `expressed_level`: the level the step's statement maps back to (`statements.chain_format.
-  parse_chains` with the run's statement mapper, `pipeline.make_statement_mapper`); None when the
+  parse_chains` with the run's statement mapper, `artifacts.make_statement_mapper`); None when the
   model writes no statements (the vanilla model) or the statement maps to no level;
 - `internal_level`: the level of the step's fused internal signals on the loaded model, computed
-  as the PPO stage computes it (`training.rl.RolloutContext.from_run` + `_internal_levels`: the
+  as the PPO stage computes it (`artifacts.scoring_context` + `confidence.scorer.internal_levels`: the
   run's saved normaliser, fusion and levels); None when there is no run whose estimate stage is
   complete (a plain checkpoint without `run=`), or when a signal could not be computed;
 - `correct`: the step's truth when an `Example` with ground truth is given (`ask_example`; exact
@@ -44,8 +44,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
+from rich.table import Table
+from rich.text import Text
 
+from mmboundary.artifacts import model_device, pick_model, reading_parts
+from mmboundary.config import GenerationConfig, RunConfig, load_config
 from mmboundary.correction import (
     Correction,
     CorrectionConfig,
@@ -56,8 +61,11 @@ from mmboundary.correction import (
     SelfCorrector,
     VLMBackend,
 )
+from mmboundary.data.images import MAX_IMAGE_PIXELS, load_image
 from mmboundary.errors import DataError, RunError
+from mmboundary.models import load_vlm
 from mmboundary.records import Example
+from mmboundary.runs import Run
 
 __all__ = ["Answer", "LEVEL_STYLES", "LoadedModel", "Step", "answer_table", "level_style", "load"]
 
@@ -103,19 +111,8 @@ class Answer(_Record):
 
 # --- loading ------------------------------------------------------------------------------------
 
-def _device(name: str | None):
-    import torch
-
-    if name in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def _open_run(root: Path):
     """A run directory, read only (no log file is opened, nothing is written)."""
-    from mmboundary.config import load_config
-    from mmboundary.runs import Run
-
     return Run(root, load_config(root / "config.yaml"))
 
 
@@ -124,7 +121,7 @@ class LoadedModel:
     """A loaded model with what it takes to type its chains (see the module docstring).
 
     `name`: "vanilla", "sft", "rl" for a model of a run, else the checkpoint folder's name;
-    `context`: the run's `training.rl.RolloutContext` (None: no internal levels); `mapper`: the
+    `context`: the run's `confidence.scorer.ScoringContext` (None: no internal levels); `mapper`: the
     statement mapper (None: the model writes no statements); `generation`: the run's generation
     settings (greedy, `max_new_tokens`, batch size); `correction`: the self-correction settings
     `ask(..., correct=True)` uses."""
@@ -140,8 +137,6 @@ class LoadedModel:
 
     def __post_init__(self):
         if self.generation is None:
-            from mmboundary.config import GenerationConfig
-
             self.generation = GenerationConfig()
 
     @property
@@ -188,8 +183,6 @@ class LoadedModel:
                     correction: CorrectionConfig | None = None) -> Answer:
         """Answer an `Example` and judge the chain against its ground truth: each step's truth
         (exact on the built-in benchmark) and the answer's."""
-        from mmboundary.data.images import load_image
-
         if not isinstance(example, Example):
             raise TypeError(f"ask_example: expected an Example, got {type(example).__name__}")
         load_image(example.image)  # a DataError naming the file when it cannot be used
@@ -231,10 +224,6 @@ def _check_question(question: str, choices: Sequence[str] | None) -> tuple[str, 
 
 def _image_file(image, tmp: Path) -> Path:
     """The path of a usable image file: a checked path, or a PIL image written to `tmp`."""
-    from PIL import Image
-
-    from mmboundary.data.images import MAX_IMAGE_PIXELS, load_image
-
     if isinstance(image, (str, Path)):
         path = Path(image).expanduser()
         load_image(path)  # DataError naming the file: not found, unreadable, not an image, too large
@@ -271,24 +260,13 @@ def load(path: str | Path, *, stage: str | None = None, run: str | Path | None =
     - `correction`: the self-correction settings of `ask(..., correct=True)`.
     Raises `RunError` for a path that is neither a run directory nor a checkpoint, or a stage the
     run has not completed."""
-    from mmboundary.config import RunConfig
-    from mmboundary.models import load_vlm
-    from mmboundary.pipeline import evaluated_models, make_statement_mapper
-
     root = Path(path).expanduser()
     if not root.exists():
         raise RunError(f"{root}: no such run directory or checkpoint")
     the_run = None
     if (root / "config.yaml").is_file():
         the_run = _open_run(root)
-        models = evaluated_models(the_run)
-        names = [m[0] for m in models]
-        if stage is None:
-            name, ckpt, writes = models[-1]
-        elif stage in names:
-            name, ckpt, writes = models[names.index(stage)]
-        else:
-            raise RunError(f"{root}: no {stage!r} model (this run has: {', '.join(names)})")
+        name, ckpt, writes = pick_model(the_run, stage)
     elif (root / "config.json").is_file():
         if stage is not None:
             raise RunError(f"{root}: a checkpoint folder, not a run directory: `stage` names a model of a run")
@@ -309,16 +287,9 @@ def load(path: str | Path, *, stage: str | None = None, run: str | Path | None =
     if statements is not None:
         writes = statements
     cfg = the_run.config if the_run is not None else RunConfig()
-    context = None
-    if the_run is not None and the_run.is_complete("estimate"):
-        from mmboundary.training.rl import RolloutContext
-
-        context = RolloutContext.from_run(the_run)
-    mapper = None
-    if writes:
-        mapper = context.mapper if context is not None else make_statement_mapper(cfg)
+    context, mapper = reading_parts(the_run, writes)
     vlm = load_vlm(ckpt, cfg.model)
-    vlm.model.to(_device(device or cfg.device))
+    vlm.model.to(model_device(device or cfg.device))
     return LoadedModel(vlm=vlm, name=name, path=ckpt, mapper=mapper, context=context, generation=cfg.generation,
                        correction=correction or CorrectionConfig(),
                        run_root=the_run.root if the_run is not None else None)
@@ -339,9 +310,6 @@ def answer_table(answer: Answer):
     """A rich table of an answer's steps: each step coloured by its confidence (the expressed
     level when the model states one, else the internal level), the statement, both levels, and
     the step's truth when known."""
-    from rich.table import Table
-    from rich.text import Text
-
     table = Table(title=Text(f"{answer.model}: {answer.question}"), show_lines=False)
     table.add_column("#", justify="right")
     table.add_column("step")

@@ -9,24 +9,22 @@ Defaults that the paper leaves open are documented on the field that holds them.
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from mmboundary.confidence.fusion import FusionConfig
 from mmboundary.data.benchmark.spec import BenchmarkSpec
 from mmboundary.errors import ConfigError
 from mmboundary.models.spec import ClipSpec, ModelSpec
-from mmboundary.training.rl import RLConfig
+from mmboundary.schema import Section
+from mmboundary.training.rl_config import RLConfig
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class DataConfig(_Section):
+class DataConfig(Section):
     """Where the examples come from."""
 
     source: Literal["benchmark", "jsonl", "annotated"] = Field(
@@ -78,7 +76,7 @@ class DataConfig(_Section):
         return out
 
 
-class TrainConfig(_Section):
+class TrainConfig(Section):
     """A supervised training loop (used by `base`; the SFT stage has its own section later)."""
 
     epochs: float = Field(8.0, gt=0, description="Passes over the training set.")
@@ -92,7 +90,7 @@ class TrainConfig(_Section):
     log_every: int = Field(20, gt=0)
 
 
-class BaseStageConfig(_Section):
+class BaseStageConfig(Section):
     """Stage `base`: make the vanilla VLM and the CLIP model of the built-in default.
 
     On the built-in benchmark no pretrained VLM exists offline, so a tiny VLM is trained on the
@@ -121,14 +119,16 @@ class BaseStageConfig(_Section):
         None, gt=0, description="Use only the first N train examples for the base model (None: all).")
 
 
-class GenerationConfig(_Section):
-    max_new_tokens: int = Field(128, gt=0, description="Longest chain generated. **[choice]** 128: the default benchmark's chains are at most 38 tokens, and up to 100 with a statement after each step.")
+class GenerationConfig(Section):
+    max_new_tokens: int = Field(
+        128, gt=0, description="Longest chain generated. **[choice]** 128: the default benchmark's chains are at "
+        "most 38 tokens, and up to 100 with a statement after each step.")
     batch_size: int = Field(64, gt=0)
     do_sample: bool = Field(False, description="Greedy by default: no sampling is ever implicit.")
     temperature: float = Field(1.0, gt=0)
 
 
-class EvaluateConfig(_Section):
+class EvaluateConfig(Section):
     splits: list[Literal["train", "test", "ood"]] = Field(default_factory=lambda: ["test", "ood"])
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples of each split.")
     match_threshold: float | None = Field(
@@ -139,7 +139,7 @@ class EvaluateConfig(_Section):
     match_kind: Literal["bi-encoder", "cross-encoder"] = "bi-encoder"
 
 
-class EstimateConfig(_Section):
+class EstimateConfig(Section):
     """Stage `estimate`: the vanilla model's chains and per-step internal confidence (section 2).
 
     The normaliser and the level thresholds are fitted on the train split's steps and reused on
@@ -159,7 +159,7 @@ class EstimateConfig(_Section):
     fusion: FusionConfig = Field(default_factory=FusionConfig)
 
 
-class StatementsConfig(_Section):
+class StatementsConfig(Section):
     """How levels become text and back (method.md section 3)."""
 
     kind: Literal["statement", "numeric"] = Field(
@@ -176,7 +176,7 @@ class StatementsConfig(_Section):
         "and at evaluation every step carries the answer's level.")
 
 
-class SftDataConfig(_Section):
+class SftDataConfig(Section):
     """Stage `sft_data`: the vanilla model's own train chains with a statement after each step
     (method.md section 4, steps 1-3), saved as a Hugging Face `datasets` dataset."""
 
@@ -193,7 +193,7 @@ class SftDataConfig(_Section):
         "default: the warm-up teaches the format on the model's own outputs, wrong or not.")
 
 
-class SftConfig(_Section):
+class SftConfig(Section):
     """Stage `sft`: fine-tune the vanilla model on `sft_data` with the loss on response tokens only."""
 
     train: TrainConfig = Field(
@@ -221,13 +221,14 @@ class SftConfig(_Section):
         "0.280 vs 0.300).")
 
 
-STAGES = ("data", "base", "estimate", "sft_data", "sft", "rl", "evaluate")
 StageName = Literal["data", "base", "estimate", "sft_data", "sft", "rl", "evaluate"]
+#: The stage names in pipeline order (what each stage is: `mmboundary.stages.STAGES`).
+STAGE_NAMES: tuple[str, ...] = get_args(StageName)
 #: Stages `mmboundary run` runs unless the config lists others: the whole method.
-DEFAULT_STAGES = STAGES
+DEFAULT_STAGES = STAGE_NAMES
 
 
-class RunConfig(_Section):
+class RunConfig(Section):
     """A whole experiment. `stages` lists what `mmboundary run` executes, in order."""
 
     name: str = "default"
@@ -279,8 +280,6 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Set dotted keys in a nested dict (a copy). Intermediate keys are created as needed;
     whether they exist in the schema is checked when the result is validated."""
-    import copy
-
     data = copy.deepcopy(data)
     for item in overrides:
         path, value = parse_override(item)
@@ -298,8 +297,6 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
 def merge_configs(base: dict, overlay: dict) -> dict:
     """`overlay` laid over `base` (copies): mappings are merged key by key, recursively; any other
     value (a list, a scalar, null) of the overlay replaces the base's."""
-    import copy
-
     out = copy.deepcopy(base)
     for key, value in overlay.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):

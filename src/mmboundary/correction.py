@@ -5,7 +5,7 @@ procedure. This module is **this project's design**:
 
 1. Generate the chain greedily (exactly the chain `evaluate` judges) and compute each step's
    confidence: the INTERNAL level of the step on the model that wrote it (the run's normaliser,
-   fusion and levels, `training.rl.RolloutContext` + `training.rl._internal_levels`, as the PPO
+   fusion and levels, `confidence.scorer.ScoringContext` + `confidence.scorer.internal_levels`, as the PPO
    stage computes it), or the EXPRESSED level its statement maps back to (`signal`).
 2. Walk the steps in order. At the first step whose confidence is at or below `threshold`, sample
    `samples` candidates for that step from the same prefix (the exact token ids of the steps
@@ -47,22 +47,41 @@ sampled for them, tokens regenerated greedily after replaced steps, and candidat
 Entry points: `SelfCorrector` (a backend that generates, a scorer that gives internal levels, the
 statement mapper, the config) and its `run(examples) -> CorrectionRun`, whose `chains` are the
 `GeneratedChain`s `evaluate` scores. `mmboundary.api.LoadedModel.correct_examples` builds one
-from a run; `mmboundary ask --self-correct` runs it on one question.
+from a run; `mmboundary ask --self-correct` runs it on one question. The settings and the records
+(`CorrectionConfig`, `CorrectionRun`, ...) live in `mmboundary.correction_records` and are
+re-exported here.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 import zlib
 from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from transformers import StoppingCriteriaList
 
+from mmboundary.confidence.estimator import estimate_signals
+from mmboundary.confidence.fusion import FusionConfig, fuse_steps
+from mmboundary.confidence.scorer import internal_levels, response_inputs, token_char_ends
+from mmboundary.correction_records import (
+    Candidate,
+    Correction,
+    CorrectionConfig,
+    CorrectionResult,
+    CorrectionRun,
+    ExtraCompute,
+    correction_config,
+)
+from mmboundary.data.images import load_image
 from mmboundary.errors import ConfigError, RunError
+from mmboundary.generation import chain_record, expressed_chain_record
+from mmboundary.progress import make_progress
 from mmboundary.records import Example, GeneratedChain
+from mmboundary.statements.chain_format import parse_chains
 from mmboundary.steps import split_steps
 
 __all__ = [
@@ -78,171 +97,6 @@ __all__ = [
     "VLMBackend",
     "correction_config",
 ]
-
-
-# --- configuration ------------------------------------------------------------------------------
-
-class CorrectionConfig(BaseModel):
-    """Confidence-guided self-correction (this project's design; the paper gives no procedure)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    signal: Literal["internal", "expressed"] = Field(
-        "internal", description="The confidence that decides whether a step is resampled: its "
-        "'internal' level (fused signals on the model itself, the run's normaliser and levels) or "
-        "the 'expressed' level its statement maps back to (models that write statements only). "
-        "**[choice]** 'internal': available for every model, and what candidates are ranked by.")
-    threshold: int = Field(
-        2, ge=1, le=5, description="A step whose level is at or below this is resampled. "
-        "**[choice]** 2: levels 1-2 hold about 30% of the vanilla model's test steps on the "
-        "default run (10% + 19%), about 1.5 steps per chain.")
-    samples: int = Field(
-        4, ge=1, description="Candidates sampled for a low step (k). **[choice]** 4.")
-    budget: int = Field(
-        8, ge=0, description="Most candidate steps sampled per question, over all its low steps "
-        "(0: plain greedy decoding). **[choice]** 8: two low steps at k = 4.")
-    temperature: float = Field(
-        0.7, gt=0, description="Sampling temperature of the candidates (plain tempered sampling, no "
-        "top-k / top-p). **[choice]** 0.7, below the model's own distribution (1.0) so that "
-        "candidates stay fluent; not tuned.")
-    step_max_new_tokens: int = Field(
-        48, gt=0, description="Most tokens sampled for one candidate step (a candidate stops at the "
-        "end of its first sentence, or at the eos). **[choice]** 48: a default-benchmark step with "
-        "its statement is under 25 tokens.")
-    keep_original: bool = Field(
-        True, description="Rank the original (greedy) step among the candidates, first, so that it "
-        "is replaced only by a candidate with a strictly higher internal level. **[choice]** True.")
-    unknown_is_low: bool = Field(
-        False, description="Whether a step whose deciding confidence is unknown (no parsed "
-        "statement for 'expressed'; internal signals that could not be computed) is resampled. "
-        "**[choice]** False: an unparsed statement is a format failure, not a low confidence.")
-    seed: int = Field(0, description="Seed of the candidates' sampling.")
-
-
-def correction_config(base: CorrectionConfig | None = None, **overrides) -> CorrectionConfig:
-    """`base` (default: the defaults) with the given fields replaced (None values are ignored);
-    an invalid value is a `ConfigError` naming the field."""
-    from pydantic import ValidationError
-
-    data = (base or CorrectionConfig()).model_dump()
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return CorrectionConfig.model_validate(data)
-    except ValidationError as e:
-        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-                             for err in e.errors())
-        raise ConfigError(f"invalid self-correction setting: {problems}") from None
-
-
-# --- records ------------------------------------------------------------------------------------
-
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class Candidate(_Record):
-    """One candidate for a low step: its sentence (statement included) as generated, its fused
-    internal confidence in [0, 1] and that value's level, as ranked (an answer step by its own
-    signals; None: not computable), its expressed level (None: no parsed statement, or a model
-    without statements), the tokens it took (a sample: every token sampled, before the cut at its
-    sentence end), whether it is the original greedy step, and whether it ended (the next sentence
-    began, or the eos came) within `step_max_new_tokens` (always True for the original)."""
-
-    text: str
-    internal_level: int | None = Field(None, ge=1, le=5)
-    internal_confidence: float | None = Field(None, ge=0, le=1)
-    expressed_level: int | None = Field(None, ge=1, le=5)
-    tokens: int = Field(ge=0)
-    original: bool
-    complete: bool
-
-
-class Correction(_Record):
-    """One low step that was resampled: its index in the chain at that time, its deciding level
-    (None: unknown), the candidates (the original first when it was kept among them) and the index
-    of the one kept."""
-
-    step_index: int = Field(ge=0)
-    level: int | None
-    candidates: tuple[Candidate, ...]
-    kept: int = Field(ge=0)
-
-    @property
-    def replaced(self) -> bool:
-        """Whether a sampled candidate replaced the original step."""
-        return not self.candidates[self.kept].original
-
-
-class ExtraCompute(_Record):
-    """What self-correction cost for one question (or a sum over questions), beyond the greedy
-    chain: `sampled_steps` candidate steps sampled (at most the budget), `sampled_tokens` the
-    tokens generated for them, `regenerated_tokens` greedy tokens generated again after replaced
-    steps, `scored_chains` candidate chains whose internal confidence was computed (one
-    teacher-forced pass each). `greedy_tokens`: the tokens of the initial greedy chain."""
-
-    sampled_steps: int = 0
-    sampled_tokens: int = 0
-    regenerated_tokens: int = 0
-    scored_chains: int = 0
-    greedy_tokens: int = 0
-
-    @property
-    def extra_tokens(self) -> int:
-        """Generated tokens beyond the greedy chain: sampled + regenerated."""
-        return self.sampled_tokens + self.regenerated_tokens
-
-    def __add__(self, other: ExtraCompute) -> ExtraCompute:
-        return ExtraCompute(**{k: getattr(self, k) + getattr(other, k) for k in type(self).model_fields})
-
-
-class CorrectionResult(_Record):
-    """The final chain of one question (the `GeneratedChain` `evaluate` scores: expressed levels
-    in its steps for a model that writes statements), the internal and expressed level of each of
-    its steps, the corrections made, and the extra compute."""
-
-    example_id: str
-    chain: GeneratedChain
-    internal_levels: tuple[int | None, ...]
-    expressed_levels: tuple[int | None, ...]
-    corrections: tuple[Correction, ...] = ()
-    compute: ExtraCompute = Field(default_factory=ExtraCompute)
-
-    @property
-    def replaced_steps(self) -> int:
-        return sum(c.replaced for c in self.corrections)
-
-
-class CorrectionRun(_Record):
-    """Self-correction over many examples, in their order."""
-
-    config: CorrectionConfig
-    results: tuple[CorrectionResult, ...]
-
-    @property
-    def chains(self) -> list[GeneratedChain]:
-        return [r.chain for r in self.results]
-
-    @property
-    def internal_levels(self) -> list[list[int | None]]:
-        return [list(r.internal_levels) for r in self.results]
-
-    @property
-    def expressed_levels(self) -> list[list[int | None]]:
-        return [list(r.expressed_levels) for r in self.results]
-
-    def compute_summary(self) -> dict[str, float | int | None]:
-        """Totals and per-question means of the extra compute, and how many steps were resampled
-        and replaced."""
-        total = sum((r.compute for r in self.results), ExtraCompute())
-        n = len(self.results)
-        out: dict[str, float | int | None] = {"questions": n, **total.model_dump(),
-                                               "extra_tokens": total.extra_tokens,
-                                               "resampled_steps": sum(len(r.corrections) for r in self.results),
-                                               "replaced_steps": sum(r.replaced_steps for r in self.results)}
-        for k in ("sampled_steps", "extra_tokens", "scored_chains", "resampled_steps", "replaced_steps"):
-            out[f"{k}_per_question"] = out[k] / n if n else None
-        out["extra_token_ratio"] = total.extra_tokens / total.greedy_tokens if total.greedy_tokens else None
-        return out
 
 
 # --- generation and scoring ---------------------------------------------------------------------
@@ -290,8 +144,6 @@ class _StepEnd:
     holds a whole sentence and the start of the next one (or once it generated the eos)."""
 
     def __init__(self, tokenizer, prefix: list[int], input_length: int, eos: int):
-        from mmboundary.training.rl import token_char_ends
-
         self.tokenizer, self.prefix, self.start, self.eos = tokenizer, list(prefix), input_length, eos
         self.prefix_chars = token_char_ends(tokenizer, prefix)[1][-1] if prefix else 0
 
@@ -310,7 +162,7 @@ class _StepEnd:
 class VLMBackend:
     """`Backend` of a `models.VLM`: the first greedy chains exactly as `generation.generate_texts`
     produces them (same batches, `VLM.generate_ids`), continuations and candidate steps from
-    prompt + exact prefix ids (`training.rl.response_inputs`, then the model's `generate`)."""
+    prompt + exact prefix ids (`confidence.scorer.response_inputs`, then the model's `generate`)."""
 
     def __init__(self, vlm, batch_size: int = 64):
         self.vlm = vlm
@@ -326,15 +178,11 @@ class VLMBackend:
         return self.vlm.eos_token_id
 
     def image(self, example: Example):
-        from mmboundary.data.images import load_image
-
         if self._image is None or self._image[0] != str(example.image):
             self._image = (str(example.image), load_image(example.image))
         return self._image[1]
 
     def greedy_batch(self, examples: Sequence[Example], max_new_tokens: int) -> list[list[int]]:
-        from mmboundary.data.images import load_image
-
         out: list[list[int]] = []
         for i in range(0, len(examples), self.batch_size):
             batch = examples[i:i + self.batch_size]
@@ -345,8 +193,6 @@ class VLMBackend:
 
     def _inputs(self, example: Example, prefix: list[int], n: int) -> tuple[dict, int]:
         """Model inputs of n copies of prompt + `prefix` (equal lengths: no padding) and their width."""
-        from mmboundary.training.rl import response_inputs
-
         prompt = self.vlm.prompt_text(example.question, example.choices)
         inputs, _ = response_inputs(self.vlm, [prompt] * n, [self.image(example)] * n, [prefix] * n)
         return inputs, int(inputs["input_ids"].shape[1])
@@ -381,8 +227,6 @@ class VLMBackend:
     @torch.no_grad()
     def sample(self, example: Example, prefix: list[int], n: int, *, temperature: float,
                max_new_tokens: int, seed: int) -> list[list[int]]:
-        from transformers import StoppingCriteriaList
-
         vlm = self.vlm
         inputs, width = self._inputs(example, prefix, n)
         stop = _StepEnd(vlm.tokenizer, prefix, width, vlm.eos_token_id)
@@ -396,10 +240,10 @@ class VLMBackend:
 
 
 class InternalScorer:
-    """Internal confidence on `vlm` with a run's `training.rl.RolloutContext` (its normaliser,
+    """Internal confidence on `vlm` with a run's `confidence.scorer.ScoringContext` (its normaliser,
     fusion, levels, CLIP and sentence similarity).
 
-    `levels`: exactly what the PPO stage computes (`training.rl._internal_levels`).
+    `levels`: exactly what the PPO stage computes (`confidence.scorer.internal_levels`).
     `candidates`: the last step's fused confidence and level for ranking candidates: the same
     signals (`confidence.estimator.estimate_signals`) fused with the run's fusion config except
     that an answer step is fused from its own signals (`answer_step='own'`), and the level of that
@@ -410,17 +254,10 @@ class InternalScorer:
         self.context = context
 
     def levels(self, examples: Mapping[str, Example], chains: Sequence[GeneratedChain]) -> list[list[int] | None]:
-        from mmboundary.training.rl import _internal_levels
-
-        return _internal_levels(self.vlm, self.context, examples, chains)
+        return internal_levels(self.vlm, self.context, examples, chains)
 
     def candidates(self, examples: Mapping[str, Example],
                    chains: Sequence[GeneratedChain]) -> list[tuple[int, float] | None]:
-        import warnings
-
-        from mmboundary.confidence.estimator import estimate_signals
-        from mmboundary.confidence.fusion import FusionConfig, fuse_steps
-
         ctx = self.context
         fusion = (ctx.fusion or FusionConfig()).model_copy(update={"answer_step": "own"})
         if ctx.clip is not None:
@@ -482,7 +319,7 @@ class SelfCorrector:
     """Self-correction of chains (module docstring).
 
     - `backend`: what generates (`VLMBackend(vlm)`, or any `Backend`);
-    - `scorer`: internal levels (`InternalScorer(vlm, RolloutContext)`); None when the model has
+    - `scorer`: internal levels (`InternalScorer(vlm, ScoringContext)`); None when the model has
       no internal confidence context, then only budget 0 is possible;
     - `mapper`: the statement mapper for a model that writes statements (None: it writes none);
     - `max_new_tokens`: longest response, as `generation.max_new_tokens`; `batch_size` of the
@@ -506,14 +343,9 @@ class SelfCorrector:
     # -- chains --------------------------------------------------------------------------------
 
     def _states(self, examples: Sequence[Example], ids_list: Sequence[list[int]]) -> list[_State]:
-        from mmboundary.generation import chain_record, expressed_chain_record
-        from mmboundary.training.rl import token_char_ends
-
         decoded = [token_char_ends(self.backend.tokenizer, ids) for ids in ids_list]
         texts = [raw.strip() for raw, _ in decoded]
         if self.mapper is not None:
-            from mmboundary.statements.chain_format import parse_chains
-
             parsed = parse_chains(texts, self.mapper)
             chains = [expressed_chain_record(ex, t, p) for ex, t, p in zip(examples, texts, parsed)]
         else:
@@ -551,8 +383,6 @@ class SelfCorrector:
         """The first sentence of a sampled continuation: its token ids (through the token of its
         last character; through the eos when nothing but the eos follows it), its text, and
         whether it ended (the next sentence started, or the eos came)."""
-        from mmboundary.training.rl import token_char_ends
-
         eos = self.backend.eos_token_id
         full = prefix + sample
         raw, ends = token_char_ends(self.backend.tokenizer, full)
@@ -636,8 +466,6 @@ class SelfCorrector:
     def run(self, examples: Sequence[Example], description: str = "self-correction") -> CorrectionRun:
         """Greedy chains of `examples` (one batched pass), their levels (one scoring pass), then
         the correction of each question in turn. Budget 0 returns the plain greedy chains."""
-        from mmboundary.progress import make_progress
-
         examples = list(examples)
         ids_list = self.backend.greedy_batch(examples, self.max_new_tokens)
         states = self._states(examples, ids_list)

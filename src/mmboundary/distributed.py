@@ -8,7 +8,9 @@
     world_info()                     (rank, world size) from the launcher's environment,
                                      without starting anything
     process_state(device)            accelerate's `PartialState` (process group) for a device
-                                     setting, the same rule as `pipeline.make_accelerator`
+                                     setting, the same rule as `make_accelerator`
+    make_accelerator(device)         the one `Accelerator` factory of the project (every stage,
+                                     the RL trainer, baselines, comparison rows)
     is_main_process() / barrier()    for code that writes files (rank 0 only) and code that
                                      reads them afterwards
 
@@ -27,6 +29,10 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs, gather_object
 
 from mmboundary.errors import MMBoundaryError
 
@@ -82,8 +88,6 @@ def is_distributed() -> bool:
 def deepspeed_on_cpu() -> bool:
     """Whether `accelerate launch` asked for DeepSpeed on a machine without a GPU (DeepSpeed's
     CPU accelerator, `DS_ACCELERATOR=cpu`)."""
-    import torch
-
     return os.environ.get("ACCELERATE_USE_DEEPSPEED", "false").lower() == "true" and not torch.cuda.is_available()
 
 
@@ -93,22 +97,30 @@ def accelerator_options(device: str = "auto") -> dict[str, Any]:
     accelerate 1.15 must be told the gloo backend and not `cpu=True` (its CPU path skips
     DeepSpeed; without a backend it counts one process per rank, so every rank would believe it
     is the main one): then `cpu=False` and `backend='gloo'`."""
-    import torch
-
     if deepspeed_on_cpu():
         return {"cpu": False, "backend": "gloo"}
     return {"cpu": device == "cpu" or (device == "auto" and not torch.cuda.is_available())}
 
 
+def make_accelerator(device: str = "auto") -> Accelerator:
+    """The project's one `Accelerator` factory: CPU when asked or when there is no GPU
+    (`accelerator_options`, also DeepSpeed on CPU over gloo). Under DDP, parameters that get no
+    gradient in a step are allowed (`find_unused_parameters`: e.g. the vision tower's unused
+    post-layernorm, or the value head when only the policy loss is taken)."""
+    options = accelerator_options(device)
+    handlers: list = [DistributedDataParallelKwargs(find_unused_parameters=True)]
+    if "backend" in options:
+        handlers.append(InitProcessGroupKwargs(backend=options["backend"]))
+    return Accelerator(cpu=options["cpu"], kwargs_handlers=handlers)
+
+
 def process_state(device: str = "auto"):
     """accelerate's `PartialState` (one per process, shared with every `Accelerator` made later),
-    started for `device` by the rule of `accelerator_options` (the one `pipeline.make_accelerator`
+    started for `device` by the rule of `accelerator_options` (the one `make_accelerator`
     uses). The first call in a process decides; later calls return the same state (so the
     helpers below, called before any `Accelerator` exists, start the process group as
     `make_accelerator` would with device 'auto', never accelerate's bare default, which on a
     machine without a GPU would make every rank believe it is the only one)."""
-    from accelerate import PartialState
-
     return PartialState(**accelerator_options(device))
 
 
@@ -129,8 +141,6 @@ def gather_lists(local: list[T]) -> list[list[T]]:
     """Every process's `local` list, in rank order (on every process)."""
     if not is_distributed():
         return [local]
-    from accelerate.utils import gather_object
-
     # gather_object concatenates the gathered lists; wrap each in a one-element list
     return [list(p) for p in gather_object([list(local)])]
 

@@ -12,17 +12,17 @@ from collections.abc import Sequence
 
 from mmboundary.answers import extract_answer, is_correct
 from mmboundary.config import GenerationConfig
+from mmboundary.data.benchmark import check_step
 from mmboundary.data.images import load_image
 from mmboundary.progress import make_progress
 from mmboundary.records import Example, GeneratedChain, GeneratedStep
+from mmboundary.statements.granularity import spread_answer_level
 from mmboundary.steps import split_steps
 
 
 def chain_record(example: Example, text: str) -> GeneratedChain:
     """Split, check and score one generated chain."""
-    check = None
-    if example.scene is not None:
-        from mmboundary.data.benchmark import check_step as check
+    check = check_step if example.scene is not None else None
     steps = []
     for s, e in split_steps(text):
         sentence = text[s:e]
@@ -41,11 +41,7 @@ def expressed_chain_record(example: Example, text: str, parsed, granularity: str
     so that internal confidence computed on it never reads the statement. The answer is read
     from the steps without their statements. `granularity="answer"`: every step's level is the one
     stated after the final step (`statements.granularity.spread_answer_level`)."""
-    from mmboundary.statements.granularity import spread_answer_level
-
-    check = None
-    if example.scene is not None:
-        from mmboundary.data.benchmark import check_step as check
+    check = check_step if example.scene is not None else None
     steps = []
     levels = [p.level for p in parsed.steps]
     if granularity == "answer":

@@ -28,8 +28,9 @@ import time
 from pathlib import Path
 
 from mmboundary.config import RunConfig, config_diff, dump_config, load_config
+from mmboundary.distributed import barrier, is_distributed, is_main_process, process_state, world_info
 from mmboundary.errors import RunError
-from mmboundary.io import atomic_write_bytes, atomic_write_json, atomic_write_text  # noqa: F401
+from mmboundary.io import atomic_write_json, atomic_write_text
 
 MARKER = "COMPLETE"
 
@@ -50,8 +51,6 @@ class Run:
         since the finished stages were computed under the saved config. Reopening without a
         config uses the saved one.
         """
-        from mmboundary.distributed import barrier, is_distributed, is_main_process, process_state
-
         root = Path(root)
         saved_path = root / "config.yaml"
         if is_distributed():
@@ -91,8 +90,6 @@ class Run:
         return run
 
     def _setup_logging(self) -> None:
-        from mmboundary.distributed import world_info
-
         (self.root / "logs").mkdir(parents=True, exist_ok=True)
         logger = logging.getLogger("mmboundary")
         logger.setLevel(logging.INFO)
@@ -154,91 +151,3 @@ class Run:
             raise RunError(f"stage {stage!r} has not completed in {self.root}; run it first "
                            f"(mmboundary {stage} --run-dir {self.root})")
         return self.stage_dir(stage)
-
-
-# --- forking a run ---------------------------------------------------------------------------------
-
-#: The config sections each stage reads, besides the top-level `seed` (read by every stage).
-#: A stage's result stays valid in a fork when neither its sections nor those of any stage
-#: before it changed. `name`, `stages` and `device` never invalidate a result.
-STAGE_SECTIONS: dict[str, tuple[str, ...]] = {
-    "data": ("data",),
-    "base": ("model", "clip", "base"),
-    "estimate": ("generation", "estimate"),
-    "sft_data": ("statements", "sft_data"),
-    "sft": ("sft",),
-    "rl": ("rl",),
-    "evaluate": ("evaluate",),
-}
-
-
-def reusable_stages(source: RunConfig, target: RunConfig) -> list[str]:
-    """The stages (pipeline order) whose results under `source` are also results under
-    `target`: the longest prefix of `config.STAGES` before the first stage whose config
-    sections (`STAGE_SECTIONS`) differ; none if the seed differs."""
-    from mmboundary.config import STAGES
-
-    changed = {key.split(".")[0] for key in config_diff(source, target)}
-    if "seed" in changed:
-        return []
-    out = []
-    for stage in STAGES:
-        if changed & set(STAGE_SECTIONS[stage]):
-            break
-        out.append(stage)
-    return out
-
-
-def _link_tree(src: Path, dst: Path) -> None:
-    """Copy a stage folder, hard-linking files where the file system allows (stages never
-    modify an earlier stage's files, and a rerun unlinks rather than overwrites)."""
-    import os
-
-    def link(a, b):
-        try:
-            os.link(a, b)
-        except OSError:
-            shutil.copy2(a, b)
-
-    shutil.copytree(src, dst, copy_function=link)
-
-
-def fork_run(source: str | Path, target: str | Path, overrides: list[str] | None = None,
-             reuse: list[str] | None = None, config: RunConfig | None = None) -> tuple[Run, list[str]]:
-    """A new run directory `target` whose config is `source`'s with `overrides` applied (or
-    `config` itself, when given, instead of the overrides) and
-    which starts with `source`'s completed stages that the change leaves valid
-    (`reusable_stages`; `reuse` narrows them to the named ones). For ablations and seeds:
-    the shared stages are computed once. Returns the new run and the stages it reused.
-
-    Stages are reused only as a prefix of the pipeline: asking to reuse a stage whose inputs
-    changed is an error naming it."""
-    from mmboundary.config import load_config
-
-    source, target = Path(source), Path(target)
-    if not (source / "config.yaml").is_file():
-        raise RunError(f"{source} is not a run directory (no config.yaml)")
-    if target.exists():
-        raise RunError(f"{target} exists: a fork needs a new folder")
-    src_cfg = load_config(source / "config.yaml")
-    if config is not None and overrides:
-        raise ValueError("fork_run: give overrides or a config, not both")
-    cfg = config if config is not None else load_config(source / "config.yaml", overrides or [])
-    valid = reusable_stages(src_cfg, cfg)
-    if reuse is not None:
-        bad = [s for s in reuse if s not in valid]
-        if bad:
-            raise RunError(f"cannot reuse {', '.join(bad)} of {source}: the overrides change "
-                           f"their inputs (reusable: {', '.join(valid) or 'none'})")
-        valid = [s for s in valid if s in reuse]
-    src_run = Run(source, src_cfg)
-    taken = [s for s in valid if src_run.is_complete(s)]
-    tmp = target.with_name(target.name + ".forking")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    for stage in taken:
-        _link_tree(source / stage, tmp / stage)
-    atomic_write_text(tmp / "config.yaml", dump_config(cfg))
-    tmp.rename(target)
-    return Run.open(target), taken

@@ -32,6 +32,7 @@ from mmboundary.config import GenerationConfig
 from mmboundary.evaluation.matching import DEFAULT_MATCH_THRESHOLD
 from mmboundary.io import atomic_write_text
 from mmboundary.records import GeneratedChain
+from mmboundary.statements.chain_format import summarize
 
 __all__ = [
     "DEFAULT_FALLBACK",
@@ -148,8 +149,6 @@ class ParseCounts(_Record):
     @classmethod
     def of(cls, parsed_chains) -> "ParseCounts":
         """Counts of `ParsedChain`s."""
-        from mmboundary.statements.chain_format import summarize
-
         s = summarize(list(parsed_chains))
         return cls(chains=s.chains, steps=s.steps, parsed=s.parsed, no_comma=s.no_comma, unmapped=s.unmapped)
 

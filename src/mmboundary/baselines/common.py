@@ -10,8 +10,10 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+import torch
 
 from mmboundary.answers import normalize_answer
+from mmboundary.data.images import load_image
 from mmboundary.errors import ConfigError
 from mmboundary.records import Example
 
@@ -41,8 +43,6 @@ class Generation:
 
 def load_images(examples: Sequence[Example]) -> dict[str, Any]:
     """Each example's image, loaded once (checked loader of `mmboundary.data.images`)."""
-    from mmboundary.data.images import load_image
-
     out: dict[str, Any] = {}
     for ex in examples:
         if ex.id not in out:
@@ -90,8 +90,6 @@ def judged_and_sampled(vlm, examples: Sequence[Example], generation, n_samples: 
 def seeded(seed: int) -> Iterator[None]:
     """Run the block under `torch.manual_seed(seed)` (every device) without changing the caller's
     random state afterwards."""
-    import torch
-
     devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))

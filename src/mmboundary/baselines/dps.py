@@ -25,14 +25,13 @@ from pydantic import Field, field_validator
 from mmboundary.baselines.base import BaselineResult
 from mmboundary.baselines.prompted import STEP_INSTRUCTION, PromptedConfig, run_prompted
 from mmboundary.records import Example
+from mmboundary.statements.pool import default_pool
 
 __all__ = ["DPSConfig", "default_example_statements", "dps_instruction", "run_dps"]
 
 
 def default_example_statements() -> tuple[str, ...]:
     """The first statement of each level of the packaged pool, level 5 first."""
-    from mmboundary.statements.pool import default_pool
-
     pool = default_pool()
     return tuple(pool[level][0] for level in sorted(pool, reverse=True))
 

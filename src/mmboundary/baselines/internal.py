@@ -20,7 +20,7 @@ single signal too, so that every readout treats answer steps alike. The answer's
 that of the chain's last step, as in the evaluate stage.
 
 The normaliser, levels and fusion config are inputs (the estimate stage's `normalizer.json`,
-`levels.json` and `estimate.fusion`), as `training.rl` reuses them: a level means the same thing
+`levels.json` and `estimate.fusion`), as the rl stage reuses them (`confidence.scorer`): a level means the same thing
 here as in every stage. Fallbacks: a chain with a step that lacks a signal the readout needs (the
 step was cut by the model's `max_length`, so its signals are None) gets `fallback` for every step
 and the answer (**[choice]**: per chain, since an answer step's confidence depends on the steps
@@ -36,6 +36,7 @@ from pydantic import Field, model_validator
 
 from mmboundary.baselines.base import BaselineConfig, BaselineResult, Cost, ExampleConfidence
 from mmboundary.baselines.common import generate, load_images
+from mmboundary.confidence.estimator import estimate_signals
 from mmboundary.confidence.fusion import (
     SIGNALS,
     FusionConfig,
@@ -45,6 +46,7 @@ from mmboundary.confidence.fusion import (
     level_probability,
     score_steps,
 )
+from mmboundary.generation import chain_record
 from mmboundary.records import Example, GeneratedChain, StepSignals
 
 __all__ = ["InternalConfig", "internal_confidences", "run_internal"]
@@ -145,9 +147,6 @@ def run_internal(vlm, examples: Sequence[Example], cfg: InternalConfig | None = 
     """Generate each example's chain (`cfg.generation`, greedy by default), compute the signals the
     readout needs on `vlm` (`clip` for clip_score, `similarity` for token_sar) and read them out
     (`internal_confidences`)."""
-    from mmboundary.confidence.estimator import estimate_signals
-    from mmboundary.generation import chain_record
-
     cfg = cfg or InternalConfig()
     used = _check_inputs(cfg, normalizer, levels, fusion)
     gen = cfg.generation

@@ -41,7 +41,9 @@ from pydantic import Field
 from mmboundary.baselines.base import BaselineResult, Cost, ExampleConfidence, ParseCounts, SamplingConfig
 from mmboundary.baselines.common import best_matches, judged_and_sampled
 from mmboundary.confidence.fusion import level_probability
+from mmboundary.generation import expressed_chain_record
 from mmboundary.records import Example, GeneratedChain
+from mmboundary.statements.chain_format import parse_chains
 
 __all__ = ["MultisampleConfig", "multisample_confidences", "run_multisample"]
 
@@ -102,9 +104,6 @@ def run_multisample(vlm, examples: Sequence[Example], cfg: MultisampleConfig | N
     """Generate each example's judged chain and `cfg.n_samples` sampled chains (seeded) with `vlm`
     (a model that writes statements), parse them with `mapper` (a `statements.mapping` mapper),
     check them, and aggregate (`multisample_confidences`)."""
-    from mmboundary.generation import expressed_chain_record
-    from mmboundary.statements.chain_format import parse_chains
-
     cfg = cfg or MultisampleConfig()
     judged, sampled = judged_and_sampled(vlm, examples, cfg.generation, cfg.n_samples, cfg.temperature, cfg.seed)
     k = cfg.n_samples

@@ -28,13 +28,22 @@ from collections.abc import Sequence
 
 from pydantic import Field
 
-from mmboundary.baselines.base import BaselineConfig, BaselineResult, Cost, ExampleConfidence, MethodName, \
-    ParseCounts, not_applicable
+from mmboundary.baselines.base import (
+    BaselineConfig,
+    BaselineResult,
+    Cost,
+    ExampleConfidence,
+    MethodName,
+    ParseCounts,
+    not_applicable,
+)
 from mmboundary.baselines.common import generate, instruction_following, load_images
-from mmboundary.config import GenerationConfig
 from mmboundary.confidence.fusion import level_probability
+from mmboundary.config import GenerationConfig
+from mmboundary.generation import expressed_chain_record
 from mmboundary.models.vlm import question_text
 from mmboundary.records import Example, GeneratedChain
+from mmboundary.statements.chain_format import parse_chains
 
 __all__ = ["PromptedConfig", "prompt_question", "prompted_confidences", "run_prompted"]
 
@@ -89,9 +98,6 @@ def run_prompted(method: MethodName, vlm, examples: Sequence[Example], cfg: Prom
     """Prompt `vlm` with `instruction` after each question, parse the statements with `mapper`,
     and read the confidences out (`prompted_confidences`); a "not applicable" result when the
     model does not follow instructions (nothing is generated then)."""
-    from mmboundary.generation import expressed_chain_record
-    from mmboundary.statements.chain_format import parse_chains
-
     follows, why = instruction_following(vlm, cfg.instruction_following)
     if not follows:
         return not_applicable(method, f"{method} prompts the model to state a confidence after each step, "

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 
 from mmboundary.baselines.base import BaselineResult, Cost, ExampleConfidence, SamplingConfig
 from mmboundary.baselines.common import best_matches, judged_and_sampled
+from mmboundary.generation import chain_record
 from mmboundary.records import Example, GeneratedChain
 
 __all__ = ["SCConfig", "run_sc", "sc_confidences"]
@@ -68,8 +69,6 @@ def sc_confidences(chains: Sequence[GeneratedChain], samples: Sequence[Sequence[
 def run_sc(vlm, examples: Sequence[Example], cfg: SCConfig | None = None, *, similarity) -> BaselineResult:
     """Generate each example's judged chain and `cfg.n_samples` sampled chains (seeded) with `vlm`,
     check them (`generation.chain_record`) and score their agreement (`sc_confidences`)."""
-    from mmboundary.generation import chain_record
-
     cfg = cfg or SCConfig()
     judged, sampled = judged_and_sampled(vlm, examples, cfg.generation, cfg.n_samples, cfg.temperature, cfg.seed)
     k = cfg.n_samples

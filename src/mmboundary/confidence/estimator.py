@@ -26,6 +26,8 @@ from mmboundary.confidence.lnlp import lnlp
 from mmboundary.confidence.mte import mte
 from mmboundary.confidence.spans import step_token_spans, token_offsets
 from mmboundary.confidence.token_sar import token_sar_batch
+from mmboundary.data.images import load_image
+from mmboundary.progress import make_progress
 from mmboundary.records import Example, GeneratedChain, StepSignals
 
 SIGNALS = ("lnlp", "mte", "token_sar", "clip_score")
@@ -59,9 +61,6 @@ def estimate_signals(
     `token_start`/`token_end` are the step's response-token span (`spans.step_token_spans`);
     (0, 0) when no VLM is given (clip_score only).
     """
-    from mmboundary.data.images import load_image
-    from mmboundary.progress import make_progress
-
     wanted = tuple(signals)
     unknown = [s for s in wanted if s not in SIGNALS]
     if unknown:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mmboundary.confidence.spans import Span, token_offsets
+from mmboundary.data.images import load_image
 from mmboundary.models.vlm import IGNORE_INDEX
 
 #: Most float64 elements (rows x vocabulary) turned into log-probabilities at once.
@@ -97,8 +98,6 @@ def token_scores(logits: torch.Tensor, labels: torch.Tensor) -> list[tuple[np.nd
 
 def _as_items(vlm, batch: Sequence[Any]) -> tuple[list[str], list[Any], list[str]]:
     """(prompts, images, responses) from items `(prompt, image, response)` or `(Example, response)`."""
-    from mmboundary.data.images import load_image
-
     prompts, images, responses = [], [], []
     for item in batch:
         if len(item) == 3:

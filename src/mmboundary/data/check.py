@@ -34,8 +34,16 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mmboundary.data.annotated import IMAGE_PATTERNS, _detect_dataset, _map_record, _Record
 from mmboundary.data.images import MAX_IMAGE_PIXELS, image_problem
+from mmboundary.data.jsonl import parse_json_text, read_examples, resolve_image_path
 from mmboundary.errors import DataError
+from mmboundary.models.factory import load_processor
+from mmboundary.models.limits import prompt_token_counts
 
 
 @dataclass(frozen=True)
@@ -92,8 +100,6 @@ class DataReport:
 
 
 def _load_json_list(path: Path, report: DataReport) -> list | None:
-    from mmboundary.data.jsonl import parse_json_text
-
     if not path.is_file():
         report.problems.append(Finding("annotation file not found" if not path.exists()
                                        else "annotation path is not a regular file", str(path)))
@@ -119,9 +125,6 @@ def _load_json_list(path: Path, report: DataReport) -> list | None:
 
 def _check_annotated(path: Path, split: str, dataset: str | None, image_dir: Path | None,
                      report: DataReport, max_pixels: int | None) -> tuple[SplitReport, list]:
-    from mmboundary.data.annotated import IMAGE_PATTERNS, _detect_dataset, _map_record, _Record
-    from mmboundary.data.jsonl import resolve_image_path
-
     records = _load_json_list(path, report)
     sr = SplitReport(split, str(path), dataset or "annotated")
     if records is None:
@@ -159,8 +162,6 @@ def _check_annotated(path: Path, split: str, dataset: str | None, image_dir: Pat
 
 
 def _check_jsonl(path: Path, split: str, report: DataReport) -> tuple[SplitReport, list]:
-    from mmboundary.data.jsonl import read_examples
-
     sr = SplitReport(split, str(path), "jsonl")
     try:
         examples = read_examples(path, check_images=False)
@@ -227,7 +228,8 @@ def check_data(cfg, *, model=None, max_pixels: int | None = MAX_IMAGE_PIXELS) ->
         leaked = [ex.id for _, ex in read.get(split, []) if ex.id in ids]
         if leaked:
             report.warnings.append(Finding(f"{len(leaked)} {split} example id(s) also in train: "
-                                           + ", ".join(repr(i) for i in leaked[:5]) + (" ..." if len(leaked) > 5 else ""),
+                                           + ", ".join(repr(i) for i in leaked[:5])
+                                           + (" ..." if len(leaked) > 5 else ""),
                                            str(getattr(cfg, split))))
     if model is not None and model.path is not None:
         _check_prompts(model, read, report)
@@ -235,9 +237,6 @@ def check_data(cfg, *, model=None, max_pixels: int | None = MAX_IMAGE_PIXELS) ->
 
 
 def _check_prompts(model, read: dict[str, list], report: DataReport) -> None:
-    from mmboundary.models.factory import load_processor
-    from mmboundary.models.limits import prompt_token_counts
-
     try:
         processor = load_processor(model.path, model)
     except Exception as e:  # noqa: BLE001 - no download here, a missing checkpoint is reported, not fatal
@@ -263,10 +262,6 @@ def _check_prompts(model, read: dict[str, list], report: DataReport) -> None:
 
 def print_report(report: DataReport, console=None, *, strict: bool = False, limit: int = 50) -> None:
     """The summary table, then the problems and warnings (at most `limit` of each)."""
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
     console = console or Console()
     if report.note:
         console.print(report.note)
@@ -276,7 +271,8 @@ def print_report(report: DataReport, console=None, *, strict: bool = False, limi
                     "steps", "bad img", "rep. id", "rejected", "prompt"):
             table.add_column(col, justify="left" if col in ("split", "file", "format") else "right")
         for s in report.splits:
-            table.add_row(s.split, escape(Path(s.file).name), s.kind, str(s.records), str(s.examples), str(s.multiple_choice),
+            table.add_row(s.split, escape(Path(s.file).name), s.kind, str(s.records), str(s.examples),
+                          str(s.multiple_choice),
                           str(s.with_chain), str(s.without_chain),
                           f"{s.steps / s.with_chain:.1f}" if s.with_chain else "-", str(s.bad_images),
                           str(s.duplicate_ids), str(s.rejected),

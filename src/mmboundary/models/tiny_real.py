@@ -29,17 +29,33 @@ from pathlib import Path
 
 import torch
 from tokenizers import AddedToken
+from transformers import (
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLImageProcessorPil,
+)
+
+from mmboundary.models.qwen2_vl import Qwen2VLImageProcessor
 
 LLAVA_NEXT_MISTRAL_TEMPLATE = (
     "{%- for message in messages -%}"
     "{%- if message['role'] == 'user' -%}{{ '[INST] ' }}"
     "{%- if message['content'] is string -%}{{ message['content'] }}{%- else -%}"
-    "{%- for part in message['content'] -%}{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}{%- endif -%}{%- endfor -%}"
-    "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'image' -%}{{ '<image>\\n' }}{%- endif -%}{%- endfor -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}{%- endfor -%}"
     "{%- endif -%}{{ ' [/INST]' }}"
     "{%- elif message['role'] == 'assistant' -%}"
     "{%- if message['content'] is string -%}{{ ' ' + message['content'] }}{%- else -%}"
-    "{%- for part in message['content'] -%}{%- if part['type'] == 'text' -%}{{ ' ' + part['text'] }}{%- endif -%}{%- endfor -%}"
+    "{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{ ' ' + part['text'] }}{%- endif -%}{%- endfor -%}"
     "{%- endif -%}{{ eos_token }}"
     "{%- endif -%}"
     "{%- endfor -%}"
@@ -82,15 +98,6 @@ def _finish(model, tok, directory: Path) -> Path:
 
 def save_tiny_llava_next(directory: str | Path, tokenizer, *, seed: int = 0) -> Path:
     """A random tiny LLaVA-NeXT checkpoint (see the module docstring) written to `directory`."""
-    from transformers import (
-        CLIPVisionConfig,
-        LlamaConfig,
-        LlavaNextConfig,
-        LlavaNextForConditionalGeneration,
-        LlavaNextImageProcessorPil,
-        LlavaNextProcessor,
-    )
-
     directory = Path(directory)
     tok = _with_tokens(tokenizer, ["<image>"])
     pins = [[32, 32], [32, 64], [64, 32], [64, 64]]
@@ -117,10 +124,6 @@ def save_tiny_llava_next(directory: str | Path, tokenizer, *, seed: int = 0) -> 
 def save_tiny_qwen2_vl(directory: str | Path, tokenizer, *, seed: int = 0) -> Path:
     """A random tiny Qwen2-VL checkpoint (see the module docstring) written to `directory`. The
     eos is `<|im_end|>` and the pad `<|endoftext|>`, as in Qwen2-VL-7B-Instruct."""
-    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessorPil
-
-    from mmboundary.models.qwen2_vl import Qwen2VLImageProcessor
-
     directory = Path(directory)
     specials = ["<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>", "<|im_start|>",
                 "<|im_end|>", "<|endoftext|>"]

@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from transformers import BatchFeature
 
+from mmboundary.data.images import load_image as load_image_file
 from mmboundary.errors import DataError
 
 IGNORE_INDEX = -100
@@ -40,8 +41,6 @@ def load_image(image: ImageLike) -> Image.Image:
     the file)."""
     if isinstance(image, Image.Image):
         return image if image.mode == "RGB" else image.convert("RGB")
-    from mmboundary.data.images import load_image as load_image_file
-
     return load_image_file(image)
 
 

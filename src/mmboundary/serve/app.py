@@ -36,6 +36,7 @@ Limits (see docs/inspector.md):
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import shutil
 import tempfile
@@ -93,8 +94,6 @@ class ServeSettings:
 
 def is_loopback(host: str) -> bool:
     """Whether `host` (an address or name) is a loopback address."""
-    import ipaddress
-
     if host == "localhost":
         return True
     try:

@@ -1,6 +1,6 @@
 """The results browser's data: a run's `evaluate/` output read back for the inspector.
 
-What `pipeline.stage_evaluate` writes and this module reads:
+What `stages.evaluate.stage_evaluate` writes and this module reads:
 - `evaluate/metrics.json`: per split, per model, the accuracy summary and an `expressed` (trained
   models) or `internal` (the vanilla model) `ConfidenceReport`;
 - `evaluate/chains_<model>_<split>.jsonl`: the model's chains (`records.GeneratedChain`), each
@@ -33,14 +33,16 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from mmboundary.errors import RunError
+from mmboundary.artifacts import read_chains, read_step_levels
+from mmboundary.confidence.fusion import level_probability
+from mmboundary.data.jsonl import read_examples
+from mmboundary.errors import MMBoundaryError, RunError
+from mmboundary.evaluation.plots import reliability_diagram
 
 SPLITS = ("train", "test", "ood")
 
 
 def _p(level: int) -> float:
-    from mmboundary.confidence.fusion import level_probability
-
     return level_probability(level)
 
 
@@ -113,24 +115,17 @@ class Results:
         return "internal" if model == "vanilla" else "expressed"
 
     def _chains(self, path: Path):
-        from mmboundary.pipeline import read_chains
-
         try:
             return self._cached(path, read_chains)
         except (OSError, ValueError) as e:
             raise RunError(f"{path}: unreadable chains ({e})") from None
 
     def _internal_levels(self, split: str) -> dict[tuple[str, int], int]:
-        from mmboundary.pipeline import read_step_levels
-
         path = self.root / "estimate" / f"steps_{split}.jsonl"
         return self._cached(path, read_step_levels) if path.is_file() else {}
 
     def _examples(self, split: str) -> dict[str, Any]:
         """example id -> Example of the run's data split ({} when the file is missing or unreadable)."""
-        from mmboundary.data.jsonl import read_examples
-        from mmboundary.errors import MMBoundaryError
-
         path = self.root / "data" / f"{split}.jsonl"
         if not path.is_file():
             return {}
@@ -230,8 +225,6 @@ class Results:
         with self._lock:
             if name in self._figures:
                 return self._figures[name]
-        from mmboundary.evaluation.plots import reliability_diagram
-
         conf, truth = [], []
         for chain in self._chains(self.chain_files()[(f["model"], f["split"])]):
             for lv, s in zip(self.step_levels(f["model"], f["split"], chain), chain.steps):

@@ -10,6 +10,10 @@ import os
 import sys
 from pathlib import Path
 
+import transformers
+import uvicorn
+
+from mmboundary.api import load
 from mmboundary.serve.app import ServeSettings, create_app, is_loopback
 
 DEFAULT_HOST = "127.0.0.1"
@@ -22,15 +26,9 @@ def serve(model_path: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAU
     """Load `model_path` (`api.load`: a run directory or a checkpoint) and serve the inspector on
     `host`:`port` until interrupted. A host that is not a loopback address is served as asked,
     with a warning on stderr: the page has no authentication."""
-    import uvicorn
-
-    from mmboundary.api import load
-
     # no progress bars per request (they would interleave with the access log); MMBOUNDARY_PROGRESS=1 keeps them
     os.environ.setdefault("MMBOUNDARY_PROGRESS", "0")
     if os.environ["MMBOUNDARY_PROGRESS"] == "0":
-        import transformers
-
         transformers.utils.logging.disable_progress_bar()
     settings = ServeSettings(max_upload_mb=max_upload_mb, max_queue=max_queue, loopback=is_loopback(host))
     if not settings.loopback:

@@ -23,6 +23,9 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from mmboundary.data.images import MAX_IMAGE_PIXELS, image_problem, load_image
+from mmboundary.errors import DataError
+
 IMAGE_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF")
 """The image formats `POST /api/ask` accepts (PIL's format names)."""
 
@@ -59,9 +62,6 @@ def _display_name(filename: str | None) -> str:
 def check_image_file(path: Path, filename: str | None) -> None:
     """Raise `UploadProblem` unless the uploaded file at `path` is a usable image (see the module
     docstring). Decodes the whole image once (CPU work: call it off the event loop)."""
-    from mmboundary.data.images import MAX_IMAGE_PIXELS, image_problem, load_image
-    from mmboundary.errors import DataError
-
     shown = _display_name(filename)
     if path.stat().st_size == 0:
         raise UploadProblem(400, "bad_image", f"{shown}: the uploaded file is empty", "image")

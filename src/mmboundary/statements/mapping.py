@@ -61,14 +61,12 @@ import hashlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 import numpy as np
 
+from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.statements.pool import LEVELS, default_pool, normalise, validate_pool
-
-if TYPE_CHECKING:
-    from mmboundary.confidence.similarity import SentenceSimilarity
 
 Method = Literal["logistic", "nearest", "knn"]
 MapperKind = Literal["statement", "numeric"]
@@ -236,8 +234,6 @@ class StatementMapper:
     def encoder(self) -> SentenceSimilarity:
         """The sentence encoder (loaded on first use)."""
         if self._encoder is None:
-            from mmboundary.confidence.similarity import SentenceSimilarity
-
             self._encoder = SentenceSimilarity(self.encoder_path, device=self.device)
         return self._encoder
 

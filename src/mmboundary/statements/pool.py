@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-LEVELS = (1, 2, 3, 4, 5)
+from mmboundary.levels import LEVELS
 
 _FINAL_PUNCT = re.compile(r"[.!?;:]\s*$")
 

@@ -39,7 +39,9 @@ import torch
 from accelerate import Accelerator
 
 from mmboundary.config import RunConfig
+from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
 from mmboundary.data.images import load_image
+from mmboundary.models import build_clip, build_model, train_tokenizer
 from mmboundary.records import Example, StepKind
 from mmboundary.statements.pool import all_statements
 from mmboundary.training.loop import response_token_count, train_supervised
@@ -65,8 +67,6 @@ def tokenizer_corpus(examples: list[Example]) -> list[str]:
 
 def build_base_vlm(cfg: RunConfig, examples: list[Example]):
     """The untrained vanilla VLM (with, for `tiny`, its tokenizer trained on `examples`)."""
-    from mmboundary.models import build_model, train_tokenizer
-
     tokenizer = None
     if cfg.model.kind == "tiny":
         tokenizer = train_tokenizer(tokenizer_corpus(examples), cfg.model.tokenizer_vocab_size)
@@ -105,8 +105,6 @@ def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> li
     scene, in the columns of an SFT record: cycling through them when n is at most their number,
     else drawn with a generator seeded by `seed`. Used by `training_items` and, as replay against
     forgetting, by the SFT stage (`sft.replay_share`)."""
-    from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
-
     with_scene = [ex for ex in examples if ex.scene is not None]
     if n <= 0 or not with_scene:
         return []
@@ -164,8 +162,6 @@ def clip_pairs(examples: list[Example]) -> list[tuple[Example, str]]:
 
 def train_base_clip(cfg: RunConfig, examples: list[Example], tokenizer, out_dir: Path,
                     accelerator: Accelerator) -> dict:
-    from mmboundary.models import build_clip
-
     torch.manual_seed(cfg.seed)
     clip = build_clip(tokenizer, cfg.clip, seed=cfg.seed)
     pairs = clip_pairs(examples)

@@ -24,8 +24,8 @@ the statement's effect on LATER steps is not credited (the reasoning is the gree
 held near the SFT model by the anchor term of `rl.anchor_coef`); the KL to the SFT model is
 taken between the two level distributions, exactly, instead of per sampled token.
 
-Pure functions over plain values and tensors; the trainer (`training/rl.py`) builds the
-alternatives (`level_alternatives`) and runs the model.
+Pure functions over plain values and tensors; `training/rl_levels.py` builds the alternatives
+(`level_alternatives`) and runs the model.
 """
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ from accelerate import Accelerator
 
 from mmboundary.config import TrainConfig
 from mmboundary.distributed import shard_range
-from mmboundary.errors import NonFiniteError
+from mmboundary.errors import NonFiniteError, RunError
 from mmboundary.progress import make_progress
 
 log = logging.getLogger("mmboundary.training")
@@ -373,8 +373,6 @@ def save_sharded_checkpoint(directory: Path, step: int, accelerator: Accelerator
 def load_sharded_checkpoint(path: Path, accelerator: Accelerator, sched, gen: torch.Generator) -> dict[str, Any]:
     """Restore a checkpoint of `save_sharded_checkpoint` on every process (weights and optimiser
     through `accelerator.load_state`, the rest from `trainer_state.pt`)."""
-    from mmboundary.errors import RunError
-
     st = torch.load(path / "trainer_state.pt", weights_only=True)
     world = accelerator.num_processes
     if "sharded" not in st or not (path / SHARDED).is_dir():
@@ -437,8 +435,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, opt, sched, gen: torch.G
     from safetensors.torch import load_file
 
     if not (path / "trainable.safetensors").is_file() and (path / SHARDED).is_dir():
-        from mmboundary.errors import RunError
-
         raise RunError(f"{path}: written under DeepSpeed/FSDP (sharded states), now resumed without it: "
                        "resume it with the launcher config that wrote it, or remove the checkpoints "
                        "folder to start the stage again")

@@ -1,6 +1,6 @@
 """The model side of `rl.algorithm: expected` (the objective itself: `level_objective`).
 
-Per iteration, on the greedy chains of the iteration's questions (`rl.collect_samples`):
+Per iteration, on the greedy chains of the iteration's questions (`samples.collect_samples`):
 
 1. `prepare_level_batch`: for every step with a statement clause, the response up to the step's
    last comma followed by each level's statement(s) (`level_objective.level_alternatives`),
@@ -10,20 +10,21 @@ Per iteration, on the greedy chains of the iteration's questions (`rl.collect_sa
 2. `level_update`: `ppo_epochs` passes over shuffled minibatches of `minibatch_size` chains; per
    minibatch ONE forward pass of the policy over all its alternatives and its chains, loss =
    mean over the minibatch's steps of (-expected reward + kl_coef * KL(q || q_ref)) +
-   anchor_coef * k3 KL to the SFT model on the chains' non-statement tokens (`rl.ppo_loss`'s
-   anchor), one optimiser step. One process only for now (`train_rl` says so before it starts).
+   anchor_coef * k3 KL to the SFT model on the chains' non-statement tokens (`ppo.ppo_loss`'s
+   anchor), one guarded optimiser step (`rl_update.minibatch_updates`, shared with PPO). One
+   process only for now (`train_rl` says so before it starts).
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from mmboundary.confidence.scorer import ScoringContext, response_inputs
 from mmboundary.training.level_objective import (
     expected_level_loss,
     level_alternatives,
@@ -31,7 +32,10 @@ from mmboundary.training.level_objective import (
     level_reward_table,
 )
 from mmboundary.training.ppo_math import k3_kl_sum
+from mmboundary.training.rl_config import RLConfig
+from mmboundary.training.rl_update import minibatch_updates, reduce_sum
 from mmboundary.training.rollout import N_LEVELS
+from mmboundary.training.scoring import reference_logits, response_scores
 
 log = logging.getLogger("mmboundary.rl")
 
@@ -95,8 +99,6 @@ def _alternatives(tokenizer, sample, phrases: list[list[str]]) -> tuple[list[lis
 
 
 def _sequence_logprobs(model_out_logits, n_prompt, tokens, starts) -> torch.Tensor:
-    from mmboundary.training.rl import response_scores
-
     logp, _, _, _ = response_scores(model_out_logits, None, n_prompt, tokens)
     idx = torch.arange(logp.shape[1], device=logp.device).unsqueeze(0)
     lengths = torch.tensor([len(t) for t in tokens], device=logp.device).unsqueeze(1)
@@ -106,15 +108,13 @@ def _sequence_logprobs(model_out_logits, n_prompt, tokens, starts) -> torch.Tens
 
 
 @torch.no_grad()
-def prepare_level_batch(samples: Sequence[Any], vlm, reference_model, ctx, cfg,
+def prepare_level_batch(samples: Sequence[Any], vlm, reference_model, ctx: ScoringContext, cfg: RLConfig,
                         reference_is_adapter_off: bool = False) -> list[LevelChain]:
     """The `LevelChain` of every active sample (greedy chains): alternatives, reward table and
     the reference model's level log-probabilities (`cfg.forward_batch_size` sequences per pass)."""
-    from mmboundary.training.rl import reference_logits, response_inputs
-
     phrases = level_phrases(ctx.mapper, cfg.level_phrasings)
     k = len(phrases[0])
-    reward_cfg = cfg.reward.to_reward_config()
+    reward_cfg = cfg.reward
     model = vlm.model
     out = []
     for s in samples:
@@ -137,73 +137,61 @@ def prepare_level_batch(samples: Sequence[Any], vlm, reference_model, ctx, cfg,
     return out
 
 
-def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, accelerator, optimizer,
+def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg: RLConfig, accelerator, optimizer,
                  scheduler=None, generator: torch.Generator | None = None) -> dict[str, float]:
     """`cfg.ppo_epochs` passes over shuffled minibatches of `cfg.minibatch_size` chains of
-    `chains` (one optimiser step each); `batch`: the iteration's `PPOBatch` of the same greedy
-    chains, whose reference log-probs and statement masks give the anchor term. Returns
+    `chains` (one optimiser step each); `batch`: the iteration's `ppo.PPOBatch` of the same
+    greedy chains, whose reference log-probs and statement masks give the anchor term. Returns
     token/step-weighted means of the statistics over the update (all processes)."""
-    from mmboundary.training.rl import _check_in_a_row, _reduce_sum, optimiser_step, response_inputs, response_scores
-
     world = accelerator.num_processes if accelerator is not None else 1
     generator = generator or torch.Generator().manual_seed(0)
     device = accelerator.device if accelerator is not None else vlm.device
     phrasings = cfg.level_phrasings
     row_of = {id(s): i for i, s in enumerate(batch.samples)}
-    totals: Counter = Counter()
-    skipped = in_a_row = steps_taken = 0
     if world > 1:
         raise ValueError("rl.algorithm 'expected' runs on one process (its multi-process update is not "
                          "written yet); use algorithm 'ppo' with several processes")
-    n = len(chains)
-    n_batches = -(-n // cfg.minibatch_size) if n else 0
-    policy_value.eval()
-    for _epoch in range(cfg.ppo_epochs):
-        order = torch.randperm(n, generator=generator).tolist() if n else []
-        for b in range(n_batches):
-            chunk = [chains[i] for i in order[b * cfg.minibatch_size:(b + 1) * cfg.minibatch_size]]
-            tokens = [t for c in chunk for t in c.tokens]
-            starts = [x for c in chunk for x in c.starts]
-            prompts = [c.sample.prompt for c in chunk for _ in c.tokens]
-            images = [c.sample.image for c in chunk for _ in c.tokens]
-            rows = [row_of[id(c.sample)] for c in chunk]
-            chain_tokens = [c.sample.rollout.tokens for c in chunk]
-            n_alt = len(tokens)
-            n_steps = sum(c.steps for c in chunk)
-            length = max(len(t) for t in chain_tokens)
-            amask = (batch.value_mask[rows, :length] & ~batch.policy_mask[rows, :length]).to(device)
-            ref_chain = batch.ref_logprobs[rows, :length].to(device)
-            inputs, n_prompt = response_inputs(vlm, prompts + [c.sample.prompt for c in chunk],
-                                               images + [c.sample.image for c in chunk],
-                                               tokens + [list(t) for t in chain_tokens])
-            logits, _ = policy_value(**inputs)
-            seq = _sequence_logprobs(logits[:n_alt], n_prompt[:n_alt], tokens, starts)
-            level_logp = level_logprobs(seq.view(n_steps, N_LEVELS * phrasings), phrasings)
-            rewards = torch.cat([c.rewards for c in chunk]).to(device)
-            ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
-            obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
-                                      cfg.level_temperature, cfg.level_floor)
-            loss = obj.loss / max(n_steps, 1)
-            logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
-            ka = k3_kl_sum(logp, ref_chain, amask)
-            if cfg.anchor_coef:
-                loss = loss + cfg.anchor_coef * ka / max(int(amask.sum()), 1)
-            best = obj.probs.argmax(-1)
-            stats = {"expected_reward": float(obj.expected_reward.sum()), "level_kl": float(obj.kl.sum()),
-                     "kl_anchor": float(ka.detach()), "steps": float(n_steps),
-                     "anchor_tokens": float(amask.sum()),
-                     "level_entropy": float(-(obj.probs * obj.probs.clamp_min(1e-12).log()).sum()),
-                     **{f"mode_{lv}": float((best == lv - 1).sum()) for lv in range(1, N_LEVELS + 1)}}
-            if optimiser_step(loss, policy_value, cfg, accelerator, optimizer, scheduler) is not None:
-                skipped += 1
-                in_a_row += 1
-                _check_in_a_row(in_a_row, cfg)
-                continue
-            in_a_row = 0
-            steps_taken += 1
-            totals.update(stats)
+
+    def loss_of(idx: list[int]):
+        chunk = [chains[i] for i in idx]
+        tokens = [t for c in chunk for t in c.tokens]
+        starts = [x for c in chunk for x in c.starts]
+        prompts = [c.sample.prompt for c in chunk for _ in c.tokens]
+        images = [c.sample.image for c in chunk for _ in c.tokens]
+        rows = [row_of[id(c.sample)] for c in chunk]
+        chain_tokens = [c.sample.rollout.tokens for c in chunk]
+        n_alt = len(tokens)
+        n_steps = sum(c.steps for c in chunk)
+        length = max(len(t) for t in chain_tokens)
+        amask = (batch.value_mask[rows, :length] & ~batch.policy_mask[rows, :length]).to(device)
+        ref_chain = batch.ref_logprobs[rows, :length].to(device)
+        inputs, n_prompt = response_inputs(vlm, prompts + [c.sample.prompt for c in chunk],
+                                           images + [c.sample.image for c in chunk],
+                                           tokens + [list(t) for t in chain_tokens])
+        logits, _ = policy_value(**inputs)
+        seq = _sequence_logprobs(logits[:n_alt], n_prompt[:n_alt], tokens, starts)
+        level_logp = level_logprobs(seq.view(n_steps, N_LEVELS * phrasings), phrasings)
+        rewards = torch.cat([c.rewards for c in chunk]).to(device)
+        ref = torch.cat([c.ref_level_logp for c in chunk]).to(device)
+        obj = expected_level_loss(level_logp, rewards, ref, cfg.kl_coef, cfg.level_gradient,
+                                  cfg.level_temperature, cfg.level_floor)
+        loss = obj.loss / max(n_steps, 1)
+        logp, _, _, _ = response_scores(logits[n_alt:], None, n_prompt[n_alt:], chain_tokens)
+        ka = k3_kl_sum(logp, ref_chain, amask)
+        if cfg.anchor_coef:
+            loss = loss + cfg.anchor_coef * ka / max(int(amask.sum()), 1)
+        best = obj.probs.argmax(-1)
+        stats = {"expected_reward": float(obj.expected_reward.sum()), "level_kl": float(obj.kl.sum()),
+                 "kl_anchor": float(ka.detach()), "steps": float(n_steps),
+                 "anchor_tokens": float(amask.sum()),
+                 "level_entropy": float(-(obj.probs * obj.probs.clamp_min(1e-12).log()).sum()),
+                 **{f"mode_{lv}": float((best == lv - 1).sum()) for lv in range(1, N_LEVELS + 1)}}
+        return loss, stats
+
+    done = minibatch_updates(len(chains), cfg, generator, loss_of, policy_value, accelerator, optimizer, scheduler)
+    totals = done.totals
     keys = sorted(set(totals) | {"steps", "anchor_tokens"})
-    reduced = dict(zip(keys, _reduce_sum([totals.get(k, 0.0) for k in keys], accelerator)))
+    reduced = dict(zip(keys, reduce_sum([totals.get(k, 0.0) for k in keys], accelerator)))
     n_s, n_a = reduced["steps"], reduced["anchor_tokens"]
     nan = float("nan")
     out = {"expected_reward": reduced.get("expected_reward", 0.0) / n_s if n_s else nan,
@@ -215,6 +203,6 @@ def level_update(policy_value, vlm, batch, chains: Sequence[LevelChain], cfg, ac
            # PPO's keys, for the shared log line and metrics (no policy ratio or value here)
            "policy_loss": nan, "value_loss": nan, "clip_fraction": nan, "entropy": nan, "approx_kl": nan,
            "kl_ref": nan, "value_clip_fraction": nan,
-           "optimizer_steps": float(steps_taken),
-           "nonfinite_skipped": float(_reduce_sum([skipped], accelerator)[0] / world)}
+           "optimizer_steps": float(done.steps),
+           "nonfinite_skipped": float(reduce_sum([done.skipped], accelerator)[0] / world)}
     return out

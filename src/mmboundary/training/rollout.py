@@ -35,10 +35,11 @@ from dataclasses import dataclass
 
 import torch
 
+from mmboundary.levels import N_LEVELS
+from mmboundary.statements.granularity import answer_level
+
 __all__ = ["N_LEVELS", "Rollout", "RolloutStep", "StepRewards", "answer_rollout", "pad_right"]
 
-#: Number of confidence levels (1 = least confident .. 5 = most), as in `confidence.fusion`.
-N_LEVELS = 5
 
 
 def _check_binary(value: object, name: str) -> None:
@@ -181,8 +182,6 @@ def answer_rollout(rollout: Rollout) -> Rollout:
     step's, whose correctness is the answer's (`answer_correct`) and whose internal level is the
     answer's (`statements.granularity.answer_level` of the steps'), so the rewards score one
     answer-level statement per response. A rollout without steps is returned unchanged."""
-    from mmboundary.statements.granularity import answer_level
-
     if not rollout.steps:
         return rollout
     first, last = rollout.steps[0], rollout.steps[-1]

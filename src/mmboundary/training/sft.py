@@ -30,7 +30,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from mmboundary.data.images import load_image
 from mmboundary.records import Example, GeneratedChain
+from mmboundary.statements.granularity import answer_level
+from mmboundary.training.loop import response_token_count, train_supervised
 
 log = logging.getLogger("mmboundary.sft")
 
@@ -51,8 +54,6 @@ def sft_records(examples: Mapping[str, Example], chains: Sequence[GeneratedChain
     `granularity="answer"`: one statement, after the final step, of the answer's level
     (`statements.granularity.answer_level` of the steps' levels); `levels` then holds that one level.
     """
-    from mmboundary.statements.granularity import answer_level
-
     records: list[dict[str, Any]] = []
     skipped = {"no_steps": 0, "missing_level": 0, "unanswered": 0, "unknown_example": 0}
     for chain in chains:
@@ -100,7 +101,7 @@ def _gathered_save_needed(accelerator) -> bool:
     return False
 
 
-def _lora_wrap(model, cfg):
+def lora_wrap(model, cfg):
     """PEFT LoRA adapters on the language model's projections named in `cfg.lora_targets`."""
     from peft import LoraConfig, get_peft_model
 
@@ -117,14 +118,11 @@ def train_sft(run_cfg, vlm, records: Sequence[Mapping[str, Any]], out_dir: Path,
     """Fine-tune `vlm` on SFT records (plus `replay` items, same columns); save the model to
     `out_dir/model` (and, for LoRA, the adapter to `out_dir/adapter`). Checkpoints go to
     `out_dir/checkpoints` and are resumed."""
-    from mmboundary.data.images import load_image
-    from mmboundary.training.loop import response_token_count, train_supervised
-
     cfg = run_cfg.sft
     items = list(records) + list(replay)
     images = {r["image"]: load_image(r["image"]) for r in items}
     if cfg.finetune == "lora":
-        vlm.model = _lora_wrap(vlm.model, cfg)
+        vlm.model = lora_wrap(vlm.model, cfg)
 
     def collate(batch: list[Mapping[str, Any]]) -> dict:
         return dict(vlm.encode([vlm.prompt_text(r["question"], r["choices"]) for r in batch],

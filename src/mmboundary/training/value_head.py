@@ -2,8 +2,9 @@
 
 - `ValueHead`: a `Linear(hidden, 1)` on the policy's last hidden states, V(s_i) per position.
   **[choice]** Initialised small (weights ~ N(0, init_std^2) from a generator seeded by `seed`,
-  the same on every process and every run; bias 0) so that the first values are near 0 and the first advantages are close to the returns. It runs in float32 whatever the
-  model's dtype. Saved and loaded as safetensors (`save` / `load`).
+  the same on every process and every run; bias 0) so that the first values are near 0 and the
+  first advantages are close to the returns. It runs in float32 whatever the model's dtype.
+  Saved and loaded as safetensors (`save` / `load`).
 - `PolicyWithValue`: one `nn.Module` holding the VLM's model and the value head, so that
   accelerate prepares (and DDP synchronises) both together; its forward returns the logits and
   the values of every position from ONE forward pass.

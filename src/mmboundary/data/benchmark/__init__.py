@@ -15,8 +15,8 @@ with exact step truth. Modules:
 - `annotated`: `export_annotated`, the reference chains in the authors' annotated format.
 """
 
-from mmboundary.data.benchmark.annotated import export_annotated, to_annotated
 from mmboundary.answers import extract_answer
+from mmboundary.data.benchmark.annotated import export_annotated, to_annotated
 from mmboundary.data.benchmark.captions import CAPTION_QUESTION, caption_sentences
 from mmboundary.data.benchmark.checker import check_step, evaluate_claim
 from mmboundary.data.benchmark.generate import generate_benchmark, generate_examples

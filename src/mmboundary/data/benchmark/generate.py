@@ -24,6 +24,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from tqdm import tqdm
+
 from mmboundary.data.benchmark.language import render_claim
 from mmboundary.data.benchmark.questions import BUILDERS, YES_NO_TYPES
 from mmboundary.data.benchmark.scenes import draw_scene, sample_scene
@@ -95,8 +97,6 @@ def generate_benchmark(spec: BenchmarkSpec, out_dir: str | Path,
                        progress: bool = True) -> dict[str, Path]:
     """Write `out_dir/{train,test,ood}.jsonl` and `out_dir/images/{split}/*.png`; returns split
     name -> JSONL path."""
-    from tqdm import tqdm
-
     out_dir = Path(out_dir).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     total = sum(spec.n_examples(s) for s in SPLITS)

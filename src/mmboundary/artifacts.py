@@ -1,0 +1,241 @@
+"""Reading and writing a run folder's contents, as typed records.
+
+The stages write these files (docs/architecture.md, "Stages"); everything that reads a finished
+run (later stages, `compare`, the API, the inspector, the baselines, `benchmarks/`) reads them
+through the functions here, so the layout of a run folder is known in one place:
+
+    data/<split>.jsonl                  examples (`load_split`, `split_names`)
+    base/model/                         the vanilla model (`resolve_vlm_path`, `base_model_dir`)
+    estimate/chains_<split>.jsonl       the vanilla model's chains (`read_chains`)
+    estimate/steps_<split>.jsonl        each step's internal level (`read_step_levels`)
+    estimate/normalizer.json, levels.json  the fitted internal-confidence model (`scoring_context`)
+    sft/model/, rl/model/               the trained models (`evaluated_models`)
+    evaluate/chains_<model>_<split>.jsonl, evaluate/metrics.json  (`read_metrics`)
+
+and the run's statement mapping (`make_statement_mapper`), the one object that turns a
+statement back into a level for every reader.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from pydantic import BaseModel
+
+from mmboundary.confidence.fusion import Levels, Normalizer
+from mmboundary.confidence.scorer import ScoringContext
+from mmboundary.confidence.similarity import SentenceSimilarity
+from mmboundary.config import RunConfig
+from mmboundary.data.jsonl import read_examples
+from mmboundary.errors import RunError
+from mmboundary.evaluation.matching import match_chains, mean_f1
+from mmboundary.io import atomic_write_text
+from mmboundary.models import load_clip
+from mmboundary.records import Example, GeneratedChain
+from mmboundary.runs import Run
+from mmboundary.statements.mapping import make_mapper
+
+__all__ = [
+    "EvaluatedModel",
+    "base_model_dir",
+    "chains_f1",
+    "evaluated_models",
+    "load_split",
+    "make_statement_mapper",
+    "model_device",
+    "pick_model",
+    "reading_parts",
+    "read_chains",
+    "read_metrics",
+    "read_step_levels",
+    "resolve_vlm_path",
+    "reuse_estimate_chains",
+    "scoring_context",
+    "split_names",
+    "write_jsonl",
+]
+
+SPLITS = ("train", "test", "ood")
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def split_names(run: Run) -> list[str]:
+    """The splits the data stage wrote, in the order train, test, ood."""
+    return [s for s in SPLITS if (run.stage_dir("data") / f"{s}.jsonl").exists()]
+
+
+def load_split(run: Run, split: str, limit: int | None = None) -> list[Example]:
+    """The examples of one split (the first `limit` when set)."""
+    path = run.require("data") / f"{split}.jsonl"
+    if not path.exists():
+        raise RunError(f"{run.root}: the data stage wrote no {split!r} split")
+    examples = read_examples(path, check_images=False)  # checked when the data stage ran
+    return examples[:limit] if limit else examples
+
+
+# --- models -------------------------------------------------------------------------------------
+
+def base_model_dir(run: Run) -> Path | None:
+    """The base stage's vanilla model folder, once that stage has completed."""
+    d = run.stage_dir("base") / "model"
+    return d if run.is_complete("base") and (d / "config.json").exists() else None
+
+
+def resolve_vlm_path(run: Run) -> str:
+    """The vanilla model of a run: the base stage's, else the configured checkpoint."""
+    d = base_model_dir(run)
+    if d is not None:
+        return str(d)
+    if run.config.model.path is not None:
+        return run.config.model.path
+    raise RunError(f"{run.root}: no vanilla model: run the base stage or set model.path")
+
+
+class EvaluatedModel(NamedTuple):
+    """A model `evaluate` judges: its name, its checkpoint and whether it writes statements."""
+
+    name: str
+    path: str
+    expressed: bool
+
+
+def evaluated_models(run: Run) -> list[EvaluatedModel]:
+    """Every model `evaluate` judges: the vanilla model, and the warm-up (`sft`) and calibrated
+    (`rl`) models once their stages have completed."""
+    models = [EvaluatedModel(name="vanilla", path=resolve_vlm_path(run), expressed=False)]
+    for stage in ("sft", "rl"):
+        if run.is_complete(stage):
+            models.append(EvaluatedModel(name=stage, path=str(run.stage_dir(stage) / "model"), expressed=True))
+    return models
+
+
+def pick_model(run: Run, name: str | None = None) -> EvaluatedModel:
+    """The model of `run` that `name` names ("vanilla", "sft", "rl"), or its newest (None); a
+    `RunError` names the models the run has when it has no such one."""
+    models = evaluated_models(run)
+    names = [m.name for m in models]
+    if name is None:
+        return models[-1]
+    if name not in names:
+        raise RunError(f"{run.root}: no {name!r} model (this run has: {', '.join(names)})")
+    return models[names.index(name)]
+
+
+def model_device(name: str | None) -> torch.device:
+    """Where a finished run's model is put to answer questions: the named device; "auto" (or
+    None) a GPU when there is one, else the CPU."""
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class ReadingParts(NamedTuple):
+    """What reads a run's model's outputs: the scoring context of its internal levels (None when
+    the estimate stage is incomplete) and the statement mapper (None: no statements to read)."""
+
+    context: ScoringContext | None
+    mapper: object | None
+
+
+def reading_parts(run: Run | None, writes_statements: bool) -> ReadingParts:
+    """The run's scoring context (when its estimate stage is complete) and, for a model that
+    writes statements, the statement mapper (the context's, else the config's; the default
+    config's without a run)."""
+    context = scoring_context(run) if run is not None and run.is_complete("estimate") else None
+    mapper = None
+    if writes_statements:
+        mapper = context.mapper if context is not None else \
+            make_statement_mapper(run.config if run is not None else RunConfig())
+    return ReadingParts(context, mapper)
+
+
+def make_statement_mapper(cfg: RunConfig, encoder=None):
+    """The forward/backward statement mapping the config names (`statements`); `encoder`: an
+    already loaded MiniLM `SentenceSimilarity` to share (None: the mapper loads its own)."""
+    options = {}
+    if encoder is not None and cfg.statements.kind == "statement":
+        options["encoder"] = encoder
+    if cfg.statements.min_similarity is not None:
+        options["min_similarity"] = cfg.statements.min_similarity
+    return make_mapper(cfg.statements.kind, **options)
+
+
+def scoring_context(run: Run) -> ScoringContext:
+    """What scores a run's internal confidence on any model (`confidence.scorer`): its statement
+    mapper, `estimate/normalizer.json` and `estimate/levels.json`, its fusion config, CLIP
+    (`base/clip` or `clip.path`) and TokenSAR's sentence similarity (each loaded only when a
+    signal in use needs it)."""
+    cfg = run.config
+    est = run.require("estimate")
+    ecfg = cfg.estimate
+    clip = similarity = None
+    if "clip_score" in ecfg.signals:
+        clip = load_clip(cfg.clip.path or run.require("base") / "clip")
+    if "token_sar" in ecfg.signals:
+        similarity = SentenceSimilarity(ecfg.similarity_model, kind=ecfg.similarity_kind)
+    return ScoringContext(mapper=make_statement_mapper(cfg), normalizer=Normalizer.load(est / "normalizer.json"),
+                          levels=Levels.load(est / "levels.json"), fusion=ecfg.fusion, signals=tuple(ecfg.signals),
+                          clip=clip, similarity=similarity, estimate_batch_size=ecfg.batch_size,
+                          granularity=cfg.statements.granularity)
+
+
+# --- chains and levels --------------------------------------------------------------------------
+
+def write_jsonl(path: Path, records: Iterable[BaseModel]) -> None:
+    """Records (pydantic models) as JSONL, atomically."""
+    atomic_write_text(path, "".join(r.model_dump_json() + "\n" for r in records))
+
+
+def read_chains(path: Path) -> list[GeneratedChain]:
+    """The `GeneratedChain` records of a chains JSONL file (estimate or evaluate)."""
+    return [GeneratedChain.model_validate_json(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+
+
+def read_step_levels(path: Path) -> dict[tuple[str, int], int]:
+    """(example_id, step_index) -> internal level, from an estimate `steps_<split>.jsonl`."""
+    out = {}
+    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if line.strip():
+            rec = json.loads(line)
+            try:
+                out[(rec["example_id"], int(rec["step_index"]))] = int(rec["level"])
+            except (KeyError, TypeError, ValueError) as e:
+                raise RunError(f"{path}, line {n}: no valid example_id / step_index / level ({e})") from None
+    return out
+
+
+def reuse_estimate_chains(run: Run, split: str) -> Path | None:
+    """The estimate stage's vanilla chains of `split` when they are what `evaluate` would
+    generate (same examples, greedy either way): no second generation, and the internal levels
+    of their steps are known."""
+    if not run.is_complete("estimate"):
+        return None
+    cfg = run.config
+    path = run.stage_dir("estimate") / f"chains_{split}.jsonl"
+    limit = cfg.estimate.train_examples if split == "train" else cfg.estimate.limit
+    return path if path.exists() and limit == cfg.evaluate.limit else None
+
+
+def chains_f1(chains, examples: list[Example], similarity, threshold: float | None) -> float | None:
+    """Mean per-example F1 of the one-to-one step matching against the reference chains
+    (method.md section 6), over examples that have a reference chain (None if none has).
+    Step texts are matched without their statements."""
+    by_id = {ex.id: ex for ex in examples}
+    pairs = [(c, by_id[c.example_id]) for c in chains if by_id[c.example_id].chain]
+    if not pairs:
+        return None
+    matches = match_chains([[s.text for s in c.steps] for c, _ in pairs],
+                           [[r.text for r in ex.chain] for _, ex in pairs], similarity, threshold)
+    return mean_f1(matches)
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+def read_metrics(run: Run) -> dict:
+    """`evaluate/metrics.json`: split -> model -> the evaluation's columns."""
+    return json.loads((run.require("evaluate") / "metrics.json").read_text("utf-8"))

@@ -1,0 +1,72 @@
+"""The comparison on the terminal: per-row progress while `run_compare` runs (`_Display`) and the
+report's tables at the end (`_print_summary`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from mmboundary.compare.report_model import COLUMNS, Report, _fmt
+from mmboundary.compare.results import RowResult
+from mmboundary.progress import make_progress, progress_enabled, report_console
+
+
+class _Display:
+    """Per-row progress (a rich progress bar per row, advanced per seed when attached to a
+    terminal) and one line per finished row and seed on stderr."""
+
+    def __init__(self, rows: Sequence[tuple[str, str]], seeds: int):
+        self.console = Console(stderr=True)
+        self.enabled = progress_enabled()
+        self.progress = make_progress()
+        self.tasks = {name: self.progress.add_task(escape(label), total=seeds, info="waiting") for name, label in rows}
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.progress.__exit__(*exc)
+
+    def start(self, row: str, seed: int, what: str = "running") -> None:
+        self.progress.update(self.tasks[row], info=f"seed {seed}: {what}")
+
+    def note(self, row: str, seed: int, label: str, what: str) -> None:
+        """A row this process leaves (e.g. to another process running it)."""
+        self.progress.update(self.tasks[row], info=f"seed {seed}: {what}")
+        (self.progress.console if self.enabled else self.console).print(
+            "[yellow]" + escape(f"seed {seed} · {label}: {what}") + "[/yellow]", highlight=False)
+
+    def done(self, result: RowResult) -> None:
+        task = self.tasks[result.row]
+        self.progress.update(task, advance=1, info=f"seed {result.seed}: {result.status}")
+        extra = ""
+        if result.stages_reused or result.stages_run:
+            extra = (f"; reused {', '.join(result.stages_reused) or 'nothing'}, "
+                     f"ran {', '.join(result.stages_run) or 'nothing'}")
+        secs = f", {result.seconds:.0f} s" if result.seconds is not None else ""
+        why = f": {result.reason}" if result.reason and result.status != "ok" else ""
+        colour = {"ok": "green", "failed": "red"}.get(result.status, "yellow")
+        line = f"[{colour}]" + escape(f"seed {result.seed} · {result.label}: {result.status}{why}{secs}{extra}") \
+            + f"[/{colour}]"
+        (self.progress.console if self.enabled else self.console).print(line, highlight=False)
+
+
+def _print_summary(report: Report) -> None:
+    console = report_console()
+    for t in report.tables:
+        table = Table(title=f"comparison {report.name}: {t.split} (mean ± std over seeds)")
+        table.add_column("row")
+        for _, h, _ in COLUMNS:
+            table.add_column(h, justify="right")
+        for r in t.rows:
+            if r.status == "ok":
+                table.add_row(r.label, *[_fmt(r.stats.get(c)) for c, _, _ in COLUMNS])
+            else:
+                table.add_row(r.label, f"[dim]{r.status.replace('_', ' ')}[/dim]", *[""] * (len(COLUMNS) - 1))
+        console.print(table)
+        for f in t.findings:
+            console.print(f"  {f}", highlight=False)
