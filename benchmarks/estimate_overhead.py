@@ -115,8 +115,9 @@ def measure(name: str, vlm, clip, examples, cfg, repeats: int) -> dict:
 
 def main() -> None:
     from mmboundary.artifacts import load_split, resolve_vlm_path
-    from mmboundary.models import ModelSpec, load_clip, load_vlm
-    from mmboundary.models.factory import build_smol
+    from mmboundary.models.clip import load_clip
+    from mmboundary.models.factory import build_smol, load_vlm
+    from mmboundary.models.spec import ModelSpec
     from mmboundary.runs import Run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -65,8 +65,10 @@ def no_cuda_message() -> str | None:
 
 def _tiny_real(arch: str, folder: Path) -> list[str]:
     """Build the stand-in checkpoints; return the config files and overrides that use them."""
-    from mmboundary.models import ClipSpec, build_clip, train_tokenizer
+    from mmboundary.models.clip import build_clip
+    from mmboundary.models.spec import ClipSpec
     from mmboundary.models.tiny_real import save_tiny_llava_next, save_tiny_qwen2_vl
+    from mmboundary.models.tokenizer import train_tokenizer
     from mmboundary.statements.pool import all_statements
 
     texts = [f"How many {c} objects are there? There are {n} {c} objects. So the answer is {n}."

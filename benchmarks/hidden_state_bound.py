@@ -159,7 +159,7 @@ def one_hot(kinds):
 
 
 def main() -> None:
-    from mmboundary.models import load_vlm
+    from mmboundary.models.factory import load_vlm
     from mmboundary.runs import Run
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -43,7 +43,7 @@ def mece_by_level(pairs: list[tuple[int | None, int]]) -> tuple[float, dict[str,
 
 def main() -> None:
     from mmboundary.artifacts import load_split, scoring_context
-    from mmboundary.models import load_vlm
+    from mmboundary.models.factory import load_vlm
     from mmboundary.runs import Run
     from mmboundary.training.rl_config import RLConfig
     from mmboundary.training.samples import collect_samples

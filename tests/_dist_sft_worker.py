@@ -30,7 +30,9 @@ def main() -> None:
     from PIL import Image, ImageDraw
 
     from mmboundary.config import load_config
-    from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+    from mmboundary.models.factory import build_tiny
+    from mmboundary.models.spec import ModelSpec
+    from mmboundary.models.tokenizer import train_tokenizer
     from mmboundary.training.sft import train_sft
 
     torch.set_num_threads(1)

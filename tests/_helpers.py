@@ -39,7 +39,7 @@ TESTS = Path(__file__).resolve().parent
 
 def tiny_spec():
     """The `ModelSpec` of the tiny random VLMs: one layer, hidden size 32, 160 tokens."""
-    from mmboundary.models import ModelSpec
+    from mmboundary.models.spec import ModelSpec
 
     return ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=64, vision_hidden_size=32,
                      vision_num_layers=1, vision_intermediate_size=64, max_length=160)
@@ -52,7 +52,7 @@ NUMERIC_STATEMENTS = [f"confidence {k}/5" for k in range(1, 6)]
 def tiny_tokenizer(examples, extra: list[str] = ()):
     """A 500-token tokenizer trained on the examples' texts and, five times over, the numeric
     statements and `extra`."""
-    from mmboundary.models import train_tokenizer
+    from mmboundary.models.tokenizer import train_tokenizer
     from mmboundary.training.base import tokenizer_corpus
 
     return train_tokenizer(tokenizer_corpus(examples) + (NUMERIC_STATEMENTS + list(extra)) * 5, 500)
@@ -94,7 +94,7 @@ def build_tiny_run(root: Path, image_dir: Path) -> TinyRun:
     statements, `tiny_normalizer` and `tiny_levels` over two signals."""
     from mmboundary.config import load_config
     from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
-    from mmboundary.models import build_tiny
+    from mmboundary.models.factory import build_tiny
     from mmboundary.runs import Run
 
     spec = tiny_spec()

@@ -19,7 +19,9 @@ def main(out_path: str) -> None:
 
     from mmboundary.confidence.scorer import token_char_ends
     from mmboundary.distributed import make_accelerator
-    from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+    from mmboundary.models.factory import build_tiny
+    from mmboundary.models.spec import ModelSpec
+    from mmboundary.models.tokenizer import train_tokenizer
     from mmboundary.statements.chain_format import parse_chain
     from mmboundary.statements.mapping import NumericMapper
     from mmboundary.training.ppo import ppo_update, prepare_batch

@@ -27,6 +27,16 @@ def test_import_linter_contracts_hold():
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
 
+def test_the_config_loads_without_torch():
+    """Each config section lives beside its code in a module that imports nothing heavy: loading
+    and validating a config imports neither torch nor transformers."""
+    code = ("import sys; from mmboundary.config import load_config; load_config(None, ['rl.lr=1e-4']); "
+            "print(sorted(m for m in ('torch', 'transformers', 'accelerate') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"
+
+
 def _cycles(graph: grimp.ImportGraph) -> list[tuple[str, str]]:
     """Pairs (a, b) where a imports b directly and b reaches a back."""
     out = []

@@ -4,7 +4,9 @@ import torch
 
 from mmboundary.config import load_config
 from mmboundary.data.benchmark import CAPTION_QUESTION, BenchmarkSpec, generate_examples
-from mmboundary.models import build_clip, build_model, train_tokenizer
+from mmboundary.models.clip import build_clip
+from mmboundary.models.factory import build_model
+from mmboundary.models.tokenizer import train_tokenizer
 from mmboundary.training.base import init_vision_from_clip, reference_response, tokenizer_corpus, training_items
 
 

@@ -36,7 +36,7 @@ from mmboundary.config import GenerationConfig
 from mmboundary.errors import ConfigError
 from mmboundary.evaluation.expressed import confidence_report
 from mmboundary.generation import chain_record
-from mmboundary.models import build_tiny
+from mmboundary.models.factory import build_tiny
 from mmboundary.statements.chain_format import write_chain
 from mmboundary.statements.mapping import NumericMapper, StatementMapper
 

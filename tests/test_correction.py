@@ -18,7 +18,7 @@ from mmboundary.correction import (
     correction_config,
 )
 from mmboundary.errors import ConfigError, RunError
-from mmboundary.models import build_tiny
+from mmboundary.models.factory import build_tiny
 from mmboundary.statements.mapping import NumericMapper
 
 SPEC = tiny_spec()

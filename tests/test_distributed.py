@@ -82,7 +82,9 @@ def test_response_token_count_weights_slices_into_the_global_mean():
     responses of different lengths (one slice of 1 item, one of 2)."""
     from PIL import Image
 
-    from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+    from mmboundary.models.factory import build_tiny
+    from mmboundary.models.spec import ModelSpec
+    from mmboundary.models.tokenizer import train_tokenizer
     from mmboundary.training.loop import response_token_count
 
     texts = ["There are 2 circles.", "There is 1 red square. So the answer is 1.", "2 plus 1 is 3. So 3."]

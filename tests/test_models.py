@@ -12,19 +12,11 @@ import pytest
 import torch
 
 from _helpers import COLORS, SHAPES, scene
-from mmboundary.models import (
-    IGNORE_INDEX,
-    VLM,
-    ClipSpec,
-    ModelSpec,
-    build_clip,
-    build_model,
-    build_tiny,
-    load_clip,
-    load_vlm,
-    train_tokenizer,
-)
-from mmboundary.models.tokenizer import SPECIAL_TOKENS
+from mmboundary.models.clip import build_clip, load_clip
+from mmboundary.models.factory import build_model, build_tiny, load_vlm
+from mmboundary.models.spec import ClipSpec, ModelSpec
+from mmboundary.models.tokenizer import SPECIAL_TOKENS, train_tokenizer
+from mmboundary.models.vlm import IGNORE_INDEX, VLM
 
 PLACES = ["left", "middle", "right", "top", "center", "bottom"]
 

@@ -23,9 +23,12 @@ from PIL import Image
 
 from mmboundary import pipeline
 from mmboundary.config import load_config
-from mmboundary.models import ClipSpec, ModelSpec, build_clip, load_clip, load_vlm, train_tokenizer
+from mmboundary.models.clip import build_clip, load_clip
+from mmboundary.models.factory import load_vlm
 from mmboundary.models.limits import check_prompt_lengths, prompt_token_counts
+from mmboundary.models.spec import ClipSpec, ModelSpec
 from mmboundary.models.tiny_real import save_tiny_llava_next, save_tiny_qwen2_vl
+from mmboundary.models.tokenizer import train_tokenizer
 from mmboundary.models.vlm import PromptTooLongError
 from mmboundary.runs import Run
 

@@ -17,7 +17,9 @@ import torch
 from mmboundary.confidence.fusion import FusionConfig, Levels, Normalizer, SignalRange
 from mmboundary.confidence.scorer import ScoringContext, token_char_ends
 from mmboundary.distributed import make_accelerator
-from mmboundary.models import ModelSpec, build_tiny, train_tokenizer
+from mmboundary.models.factory import build_tiny
+from mmboundary.models.spec import ModelSpec
+from mmboundary.models.tokenizer import train_tokenizer
 from mmboundary.statements.chain_format import parse_chain, write_chain
 from mmboundary.statements.mapping import NumericMapper
 from mmboundary.training.ppo import ppo_loss, prepare_batch

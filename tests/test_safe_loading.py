@@ -219,7 +219,8 @@ class _Stop(Exception):
 
 @pytest.mark.parametrize("on", [False, True])
 def test_load_vlm_passes_the_configured_switch_and_safetensors(monkeypatch, on):
-    from mmboundary.models import ModelSpec, factory
+    from mmboundary.models import factory
+    from mmboundary.models.spec import ModelSpec
 
     seen = {}
 
@@ -256,14 +257,15 @@ def _pickle_instead(directory: Path) -> None:
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    from mmboundary.models import train_tokenizer
+    from mmboundary.models.tokenizer import train_tokenizer
 
     corpus = [f"There are {i} red circles. So the answer is {i}." for i in range(30)] + ["Question: Answer:"]
     return train_tokenizer(corpus, 400)
 
 
 def test_load_vlm_refuses_a_pickled_checkpoint(tokenizer, tmp_path):
-    from mmboundary.models import ModelSpec, build_tiny, load_vlm
+    from mmboundary.models.factory import build_tiny, load_vlm
+    from mmboundary.models.spec import ModelSpec
 
     spec = ModelSpec(text_num_layers=1, text_hidden_size=16, text_intermediate_size=32, vision_hidden_size=16,
                      vision_num_layers=1, vision_intermediate_size=32, max_length=64)
@@ -275,8 +277,8 @@ def test_load_vlm_refuses_a_pickled_checkpoint(tokenizer, tmp_path):
 
 
 def test_load_clip_refuses_a_pickled_checkpoint(tokenizer, tmp_path):
-    from mmboundary.models import ClipSpec, build_clip, load_clip
-    from mmboundary.models.clip import save_clip
+    from mmboundary.models.clip import build_clip, load_clip, save_clip
+    from mmboundary.models.spec import ClipSpec
 
     clip = build_clip(tokenizer, ClipSpec(), seed=0)
     save_clip(clip.model, clip.processor, tmp_path / "clip")

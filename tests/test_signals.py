@@ -20,7 +20,10 @@ from mmboundary.confidence.mte import mte
 from mmboundary.confidence.spans import step_token_spans, token_offsets
 from mmboundary.confidence.token_sar import normalised_relevance, removal_texts, token_sar, token_sar_batch
 from mmboundary.generation import chain_record
-from mmboundary.models import ClipSpec, ModelSpec, build_clip, build_model, train_tokenizer
+from mmboundary.models.clip import build_clip
+from mmboundary.models.factory import build_model
+from mmboundary.models.spec import ClipSpec, ModelSpec
+from mmboundary.models.tokenizer import train_tokenizer
 from mmboundary.models.vlm import IGNORE_INDEX
 from mmboundary.records import Example
 from mmboundary.steps import split_steps

@@ -63,7 +63,7 @@ from mmboundary.correction import (
 )
 from mmboundary.data.images import MAX_IMAGE_PIXELS, load_image
 from mmboundary.errors import DataError, RunError
-from mmboundary.models import load_vlm
+from mmboundary.models.factory import load_vlm
 from mmboundary.records import Example
 from mmboundary.runs import Run
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from mmboundary.confidence.fusion import Levels, Normalizer
 from mmboundary.confidence.scorer import ScoringContext
@@ -32,9 +32,10 @@ from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.config import RunConfig
 from mmboundary.data.jsonl import read_examples
 from mmboundary.errors import RunError
+from mmboundary.evaluation.expressed import ConfidenceReport
 from mmboundary.evaluation.matching import match_chains, mean_f1
 from mmboundary.io import atomic_write_text
-from mmboundary.models import load_clip
+from mmboundary.models.clip import load_clip
 from mmboundary.records import Example, GeneratedChain
 from mmboundary.runs import Run
 from mmboundary.statements.mapping import make_mapper
@@ -50,6 +51,8 @@ __all__ = [
     "pick_model",
     "reading_parts",
     "read_chains",
+    "ModelMetrics",
+    "SplitMetrics",
     "read_metrics",
     "read_step_levels",
     "resolve_vlm_path",
@@ -236,6 +239,48 @@ def chains_f1(chains, examples: list[Example], similarity, threshold: float | No
 
 # --- metrics ------------------------------------------------------------------------------------
 
-def read_metrics(run: Run) -> dict:
-    """`evaluate/metrics.json`: split -> model -> the evaluation's columns."""
-    return json.loads((run.require("evaluate") / "metrics.json").read_text("utf-8"))
+class ModelMetrics(BaseModel):
+    """One model's row of `evaluate/metrics.json` on one split: the accuracy summary
+    (`evaluation.metrics.accuracy_summary`), the confidence report of its expressed (trained
+    models) or internal (the vanilla model, when the estimate stage's levels apply) confidence,
+    and the F1 of its step matching."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    examples: int
+    answer_accuracy: float | None
+    answered: float | None
+    steps: int
+    steps_per_chain: float | None
+    step_accuracy: float | None
+    steps_with_truth: int
+    chains_all_steps_correct: float | None
+    expressed: ConfidenceReport | None = None
+    internal: ConfidenceReport | None = None
+    f1: float | None = None
+
+
+class SplitMetrics(BaseModel):
+    """`evaluate/metrics.json` on one split: each model's row, and the estimate stage's signal
+    table (`signals.json`) when it was there."""
+
+    model_config = ConfigDict(frozen=True)
+
+    models: dict[str, ModelMetrics]
+    vanilla_internal_signals: dict | None = None
+
+
+def read_metrics(run: Run) -> dict[str, SplitMetrics]:
+    """`evaluate/metrics.json` as typed records: split -> `SplitMetrics`. A file that does not
+    hold them is a `RunError` naming it and the field."""
+    path = run.require("evaluate") / "metrics.json"
+    out = {}
+    for split, rows in json.loads(path.read_text("utf-8")).items():
+        rows = dict(rows)
+        signals = rows.pop("vanilla_internal_signals", None)
+        try:
+            out[split] = SplitMetrics(models=rows, vanilla_internal_signals=signals)
+        except ValidationError as e:
+            where = ".".join(str(x) for x in e.errors()[0]["loc"])
+            raise RunError(f"{path}: {split}.{where}: {e.errors()[0]['msg']}") from None
+    return out

@@ -160,7 +160,7 @@ class _StepEnd:
 
 
 class VLMBackend:
-    """`Backend` of a `models.VLM`: the first greedy chains exactly as `generation.generate_texts`
+    """`Backend` of a `models.vlm.VLM`: the first greedy chains exactly as `generation.generate_texts`
     produces them (same batches, `VLM.generate_ids`), continuations and candidate steps from
     prompt + exact prefix ids (`confidence.scorer.response_inputs`, then the model's `generate`)."""
 

@@ -2,7 +2,7 @@
 what it wrote, and refusing (a "not applicable" result, with the reason) for a model that cannot
 follow the instruction.
 
-The prompt is the question as the pipeline writes it (`models.question_text`: the question,
+The prompt is the question as the pipeline writes it (`models.vlm.question_text`: the question,
 then `Options: a, b, c`), a blank line, and the method's instruction; it goes through the model's
 own chat template (`VLM.prompt_text`) like every other prompt of the project. The response is
 parsed as the SFT model's responses are (`statements.parse_chains`: each sentence split at its

@@ -19,9 +19,9 @@ from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict
 
-# `pipeline.run_pipeline`, `models.load_vlm` / `load_clip` and `baselines.run_baseline` are looked
-# up on their modules when called, so that tests can replace them there
-from mmboundary import baselines, models, pipeline
+# `pipeline.run_pipeline`, `factory.load_vlm`, `model_clip.load_clip` and `baselines.run_baseline`
+# are looked up on their modules when called, so that tests can replace them there
+from mmboundary import baselines, pipeline
 from mmboundary.ablations import Row, row_model
 from mmboundary.artifacts import (
     chains_f1,
@@ -30,6 +30,7 @@ from mmboundary.artifacts import (
     model_device,
     pick_model,
     read_chains,
+    read_metrics,
     read_step_levels,
     reading_parts,
     resolve_vlm_path,
@@ -43,7 +44,9 @@ from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.correction import InternalScorer, SelfCorrector, VLMBackend
 from mmboundary.distributed import make_accelerator
 from mmboundary.errors import RunError
-from mmboundary.evaluation.expressed import ConfidenceReport, chain_levels, confidence_report
+from mmboundary.evaluation.expressed import chain_levels, confidence_report
+from mmboundary.models import clip as model_clip
+from mmboundary.models import factory
 from mmboundary.records import StepSignals
 
 
@@ -73,25 +76,27 @@ def pipeline_row_result(run, row: Row, seed: int, splits: Sequence[str]) -> dict
     ConfidenceReport the evaluate stage wrote for the row's model, and its pairs from the judged
     chains (expressed levels; for the vanilla model, the estimate stage's internal levels)."""
     ev = run.require("evaluate")
-    metrics = json.loads((ev / "metrics.json").read_text("utf-8"))
+    metrics = read_metrics(run)
     model = row_model(row, run.config)
     out: dict[str, SplitResult] = {}
     for split in splits:
-        m = metrics.get(split, {}).get(model)
+        m = metrics[split].models.get(model) if split in metrics else None
         if m is None:
             continue
         chains = read_chains(ev / f"chains_{model}_{split}.jsonl")
         if model == "vanilla":
-            if "internal" not in m:
+            if m.internal is None:
                 raise RunError(f"{ev}: the evaluate stage scored no internal levels for the vanilla model on "
                                f"{split} (evaluate.limit differs from estimate.limit)")
             lv_map = read_step_levels(run.require("estimate") / f"steps_{split}.jsonl")
             levels = [[lv_map.get((c.example_id, i)) for i in range(len(c.steps))] for c in chains]
-            report = m["internal"]
+            report = m.internal
         else:
             levels = [chain_levels(c) for c in chains]
-            report = m["expressed"]
-        out[split] = SplitResult(report=ConfidenceReport.model_validate(report), **_level_pairs(chains, levels))
+            report = m.expressed
+            if report is None:
+                raise RunError(f"{ev}/metrics.json: no expressed report of {model!r} on {split!r}")
+        out[split] = SplitResult(report=report, **_level_pairs(chains, levels))
     if not out:
         raise RunError(f"{ev}/metrics.json has no {model!r} row for the splits {list(splits)}")
     return out
@@ -154,13 +159,13 @@ class _RunBaselines:
     def model(self, name: str):
         if name not in self._models:
             path = resolve_vlm_path(self.run) if name == "vanilla" else self.run.require(name) / "model"
-            vlm = models.load_vlm(path, self.cfg.model)
+            vlm = factory.load_vlm(path, self.cfg.model)
             vlm.model.to(make_accelerator(self.cfg.device).device)
             self._models[name] = vlm
         return self._models[name]
 
     def _make_clip(self):
-        clip = models.load_clip(self.cfg.clip.path or self.run.require("base") / "clip")
+        clip = model_clip.load_clip(self.cfg.clip.path or self.run.require("base") / "clip")
         clip.model.to(make_accelerator(self.cfg.device).device)
         return clip
 
@@ -260,7 +265,7 @@ class _RunCorrections:
         cfg = self.run.config
         model = pick_model(self.run, name)
         context, mapper = reading_parts(self.run, model.expressed)
-        vlm = models.load_vlm(model.path, cfg.model)
+        vlm = factory.load_vlm(model.path, cfg.model)
         vlm.model.to(model_device(cfg.device))
         return _CorrectionModel(vlm=vlm, context=context, mapper=mapper)
 
@@ -287,14 +292,15 @@ def _greedy_numbers(run, model: str, split: str) -> dict[str, float | None]:
     """The model's own numbers on `split` without self-correction: its greedy chains as the
     evaluate stage judged them (internal levels for the vanilla model, expressed otherwise)."""
     ev = run.require("evaluate")
-    m = json.loads((ev / "metrics.json").read_text("utf-8")).get(split, {}).get(model)
+    metrics = read_metrics(run)
+    m = metrics[split].models.get(model) if split in metrics else None
     if m is None:
         raise RunError(f"{ev}/metrics.json has no {model!r} model on {split!r}")
-    rep = m.get("internal" if model == "vanilla" else "expressed")
+    rep = m.internal if model == "vanilla" else m.expressed
     if rep is None:
         raise RunError(f"{ev}/metrics.json: no {'internal' if model == 'vanilla' else 'expressed'} report "
                        f"of {model!r} on {split!r}")
-    return {"accuracy": rep.get("accuracy"), "mece": rep.get("mece"), "ece": rep.get("ece"), "auroc": rep.get("auroc")}
+    return {"accuracy": rep.accuracy, "mece": rep.mece, "ece": rep.ece, "auroc": rep.auroc}
 
 
 def _correction_split(outcome: CorrectionOutcome, without: dict[str, float | None]) -> SplitResult:

@@ -2,7 +2,7 @@
 
     U_CLIPScore = max(cos(E_image, E_text(step)), 0)
 
-with the project's CLIP-style model (`mmboundary.models.Clip`; sentences longer than its text
+with the project's CLIP-style model (`mmboundary.models.clip.Clip`; sentences longer than its text
 positions are truncated explicitly there). A similarity: high = grounded, so it enters the
 fusion as a confidence directly. CLIPScore: Hessel et al., "CLIPScore: A Reference-free
 Evaluation Metric for Image Captioning", EMNLP 2021 (without its 2.5 rescaling); used as a step

@@ -1,14 +1,5 @@
 """Models: one factory for the VLM kinds (tiny, smol, pretrained) and the small CLIP, all through
-Hugging Face classes (see `factory`, `vlm`, `clip`)."""
-
-from mmboundary.models.clip import Clip, ClipProcessor, build_clip, clip_embed, clip_similarity, load_clip, save_clip
-from mmboundary.models.factory import build_model, build_smol, build_tiny, load_vlm
-from mmboundary.models.spec import ClipSpec, ModelSpec
-from mmboundary.models.tokenizer import train_tokenizer
-from mmboundary.models.vlm import IGNORE_INDEX, VLM, load_image, question_text
-
-__all__ = [
-    "IGNORE_INDEX", "VLM", "Clip", "ClipProcessor", "ClipSpec", "ModelSpec", "build_clip", "build_model", "build_smol",
-    "build_tiny", "clip_embed", "clip_similarity", "load_clip", "load_image", "load_vlm", "question_text",
-    "save_clip", "train_tokenizer",
-]
+Hugging Face classes: `factory` (`build_model`, `load_vlm`), `vlm` (the `VLM` wrapper), `clip`,
+`tokenizer`, `spec` (the `model` and `clip` config sections), `limits`, `smol`, `qwen2_vl`,
+`tiny_real`. Import from the submodules: this package imports none of them, so that the config
+(`models.spec`) loads without torch."""

@@ -7,7 +7,8 @@ import logging
 
 from mmboundary.artifacts import load_split
 from mmboundary.distributed import make_accelerator
-from mmboundary.models import load_clip, load_vlm
+from mmboundary.models.clip import load_clip
+from mmboundary.models.factory import load_vlm
 from mmboundary.runs import Run
 from mmboundary.stages.common import begin_stage_once
 from mmboundary.training.base import build_base_vlm, init_vision_from_clip, train_base_clip, train_base_vlm

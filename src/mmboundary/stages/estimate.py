@@ -19,7 +19,8 @@ from mmboundary.evaluation.calibration import calibration_report
 from mmboundary.evaluation.plots import reliability_diagram
 from mmboundary.generation import generate_chains
 from mmboundary.io import atomic_write_json, atomic_write_text
-from mmboundary.models import load_clip, load_vlm
+from mmboundary.models.clip import load_clip
+from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
 from mmboundary.runs import Run
 from mmboundary.stages.common import begin_stage_once

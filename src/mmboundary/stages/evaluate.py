@@ -27,7 +27,7 @@ from mmboundary.evaluation.expressed import chain_levels, confidence_report
 from mmboundary.evaluation.metrics import accuracy_summary
 from mmboundary.generation import chain_record, expressed_chain_record, generate_texts
 from mmboundary.io import atomic_write_json
-from mmboundary.models import load_vlm
+from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
 from mmboundary.runs import Run
 from mmboundary.stages.common import begin_stage_once

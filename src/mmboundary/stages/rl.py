@@ -17,8 +17,7 @@ from mmboundary.data.benchmark.generate import generate_examples
 from mmboundary.data.jsonl import read_examples, write_examples
 from mmboundary.distributed import make_accelerator
 from mmboundary.errors import ConfigError
-from mmboundary.models import load_vlm
-from mmboundary.models.factory import enable_gradient_checkpointing
+from mmboundary.models.factory import enable_gradient_checkpointing, load_vlm
 from mmboundary.runs import Run
 from mmboundary.stages.common import begin_stage_once
 from mmboundary.training.rl import train_rl

@@ -16,8 +16,7 @@ from mmboundary.distributed import make_accelerator
 from mmboundary.errors import RunError
 from mmboundary.evaluation.calibration import level_shares
 from mmboundary.io import atomic_write_json
-from mmboundary.models import load_vlm
-from mmboundary.models.factory import enable_gradient_checkpointing
+from mmboundary.models.factory import enable_gradient_checkpointing, load_vlm
 from mmboundary.runs import Run
 from mmboundary.stages.common import begin_stage_once
 from mmboundary.statements.chain_format import write_chain

@@ -41,7 +41,9 @@ from accelerate import Accelerator
 from mmboundary.config import RunConfig
 from mmboundary.data.benchmark import CAPTION_QUESTION, caption_sentences
 from mmboundary.data.images import load_image
-from mmboundary.models import build_clip, build_model, train_tokenizer
+from mmboundary.models.clip import build_clip
+from mmboundary.models.factory import build_model
+from mmboundary.models.tokenizer import train_tokenizer
 from mmboundary.records import Example, StepKind
 from mmboundary.statements.pool import all_statements
 from mmboundary.training.loop import response_token_count, train_supervised

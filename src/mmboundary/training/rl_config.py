@@ -22,7 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from mmboundary.schema import Section
-from mmboundary.training.rewards import RewardConfig
+from mmboundary.training.reward_config import RewardConfig
 
 __all__ = ["RLConfig"]
 
