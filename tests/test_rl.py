@@ -4,6 +4,7 @@ statement-only loss mask, resume, and 2 processes vs 1."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -226,8 +227,7 @@ def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
         assert not batch.policy_mask[i, n:].any()
     logp = batch.old_logprobs.clone().requires_grad_(True)
     ent = torch.rand_like(logp).requires_grad_(True)
-    mb = {k: getattr(batch, k) for k in ("old_logprobs", "old_values", "ref_logprobs", "advantages", "returns",
-                                          "policy_mask", "value_mask")}
+    mb = batch.minibatch(list(range(len(batch))), batch.value_mask.shape[1])
     cfg_e = cfg.model_copy(update={"ent_coef": 0.1})
     loss, _ = ppo_loss(logp, None, ent, mb, cfg_e, 0.05, float(batch.policy_mask.sum()),
                        float(batch.value_mask.sum()))
@@ -248,7 +248,7 @@ def test_statement_loss_masks_every_other_token(examples, tokenizer, ctx):
     assert stats["anchor_tokens"] == float(other.sum()) and stats["kl_anchor"] > 0
     # with loss_on="all", tokens outside the statements get gradient too
     cfg_all = RLConfig(loss_on="all", sampling="all")
-    mb["policy_mask"] = batch.value_mask
+    mb = dataclasses.replace(mb, policy_mask=batch.value_mask)
     logp2 = batch.old_logprobs.clone().requires_grad_(True)
     loss, _ = ppo_loss(logp2, None, None, mb, cfg_all, 0.05, float(batch.value_mask.sum()), 1.0)
     loss.backward()

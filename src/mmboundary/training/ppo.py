@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -58,6 +58,24 @@ class PPOBatch:
 
     def __len__(self) -> int:
         return len(self.samples)
+
+    def minibatch(self, idx: list[int], length: int, device=None) -> PPOMinibatch:
+        """Rows `idx`, cut to `length` tokens, on `device`."""
+        return PPOMinibatch(**{f.name: getattr(self, f.name)[idx, :length].to(device)
+                               for f in dataclasses.fields(PPOMinibatch)})
+
+
+@dataclass(frozen=True, eq=False)
+class PPOMinibatch:
+    """The tensors of one (local) minibatch that `ppo_loss` reads ([b, l], on the model's device)."""
+
+    old_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    ref_logprobs: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+    policy_mask: torch.Tensor
+    value_mask: torch.Tensor
 
 
 def _finite(t: torch.Tensor) -> torch.Tensor:
@@ -113,7 +131,7 @@ def prepare_batch(samples: Sequence[Sample], cfg: RLConfig, kl_coef: float, acce
 
 
 def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: torch.Tensor | None,
-             mb: Mapping[str, torch.Tensor], cfg: RLConfig, kl_coef: float,
+             mb: PPOMinibatch, cfg: RLConfig, kl_coef: float,
              global_policy_tokens: float, global_value_tokens: float, world_size: int = 1,
              global_anchor_tokens: float = 1.0):
     """The loss of one (local) minibatch and its statistics as local SUMS over counted tokens.
@@ -124,11 +142,11 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
     with `loss_on='statements'`), where P, V, A are the token counts of the GLOBAL minibatch and
     N the number of processes: with DDP's gradient averaging, the gradient is that of token
     means over the global minibatch. Each term is built from `ppo_math.policy_loss` /
-    `value_loss` (local masked means) times the local count. Only tokens in mb["policy_mask"]
+    `value_loss` (local masked means) times the local count. Only tokens in `mb.policy_mask`
     reach the policy term."""
     critic = advantage_estimator(cfg.advantage).critic
-    pmask = mb["policy_mask"]
-    vmask = mb["value_mask"]
+    pmask = mb.policy_mask
+    vmask = mb.value_mask
     n_p = int(pmask.sum())
     n_v = int(vmask.sum())
     zero = logp_new.sum() * 0.0
@@ -136,7 +154,7 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
              "value_clip_fraction": 0.0, "kl_ref": 0.0, "policy_tokens": float(n_p), "value_tokens": float(n_v)}
     loss = zero
     if n_p:
-        pl = policy_loss(logp_new, mb["old_logprobs"], mb["advantages"], pmask, cfg.clip_eps)
+        pl = policy_loss(logp_new, mb.old_logprobs, mb.advantages, pmask, cfg.clip_eps)
         term = pl.loss
         stats["policy_loss"] = float(pl.loss.detach()) * n_p
         stats["clip_fraction"] = float(pl.clip_fraction) * n_p
@@ -148,7 +166,7 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
                 term = term - cfg.ent_coef * ent
         # KL to the reference on the sampled tokens (k3, non-negative), always logged; in the loss
         # only for a critic-free estimator (a critic-based one has it in the reward).
-        kl = k3_kl_sum(logp_new, mb["ref_logprobs"], pmask) / n_p
+        kl = k3_kl_sum(logp_new, mb.ref_logprobs, pmask) / n_p
         stats["kl_ref"] = float(kl.detach()) * n_p
         if not critic and kl_coef:
             term = term + kl_coef * kl
@@ -158,19 +176,16 @@ def ppo_loss(logp_new: torch.Tensor, values_new: torch.Tensor | None, entropy: t
     stats["anchor_tokens"] = float(n_a)
     stats["kl_anchor"] = 0.0
     if cfg.loss_on == "statements" and n_a:
-        ka = k3_kl_sum(logp_new, mb["ref_logprobs"], amask) / n_a
+        ka = k3_kl_sum(logp_new, mb.ref_logprobs, amask) / n_a
         stats["kl_anchor"] = float(ka.detach()) * n_a
         if cfg.anchor_coef:
             loss = loss + cfg.anchor_coef * ka * (n_a * world_size / max(global_anchor_tokens, 1.0))
     if values_new is not None and critic and n_v:
-        vl = value_loss(values_new, mb["old_values"], mb["returns"], vmask, cfg.value_clip)
+        vl = value_loss(values_new, mb.old_values, mb.returns, vmask, cfg.value_clip)
         stats["value_loss"] = float(vl.loss.detach()) * n_v
         stats["value_clip_fraction"] = float(vl.clip_fraction) * n_v
         loss = loss + cfg.vf_coef * vl.loss * (n_v * world_size / global_value_tokens)
     return loss, stats
-
-
-_MINIBATCH_KEYS = ("old_logprobs", "old_values", "ref_logprobs", "advantages", "returns", "policy_mask", "value_mask")
 
 
 def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, optimizer,
@@ -192,9 +207,9 @@ def ppo_update(policy_value, vlm, batch: PPOBatch, cfg: RLConfig, accelerator, o
         chunk = [batch.samples[i] for i in idx]
         tokens = [s.rollout.tokens for s in chunk]
         length = max(len(t) for t in tokens)
-        mb = {k: getattr(batch, k)[idx, :length].to(device) for k in _MINIBATCH_KEYS}
-        g_p, g_v, g_a = reduce_sum([mb["policy_mask"].sum(), mb["value_mask"].sum(),
-                                    (mb["value_mask"] & ~mb["policy_mask"]).sum()], accelerator)
+        mb = batch.minibatch(idx, length, device)
+        g_p, g_v, g_a = reduce_sum([mb.policy_mask.sum(), mb.value_mask.sum(),
+                                    (mb.value_mask & ~mb.policy_mask).sum()], accelerator)
         inputs, n_prompt = response_inputs(vlm, [s.prompt for s in chunk], [s.image for s in chunk], tokens)
         logits, values = policy_value(**inputs)
         logp, vals, ent, _ = response_scores(logits, values, n_prompt, tokens, with_entropy=True,
