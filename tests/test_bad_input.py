@@ -630,3 +630,41 @@ def test_config_deep_nesting_is_a_config_error(tmp_path):
 def test_errors_are_the_projects_own():
     """The two error types the properties above accept are the project's own."""
     assert issubclass(DataError, MMBoundaryError) and issubclass(ConfigError, MMBoundaryError)
+
+
+# --- public functions that take text ---------------------------------------------------------------
+
+def _text_calls():
+    from mmboundary.answers import extract_answer, is_correct, normalize_answer
+    from mmboundary.data.annotated import answer_from_step
+    from mmboundary.statements.chain_format import parse_chain, parse_chains, write_chain, write_step
+    from mmboundary.statements.mapping import NumericMapper, StatementMapper
+    from mmboundary.statements.pool import normalise
+    from mmboundary.steps import as_sentence, split_sentences, split_steps
+
+    statements, numeric = StatementMapper(), NumericMapper()  # no encoder is loaded: the checks come first
+    return [
+        (lambda: split_steps(None), "text"), (lambda: split_steps(3), "text"),
+        (lambda: split_sentences(["a."]), "text"), (lambda: as_sentence(None), "step"),
+        (lambda: statements.level_of(None), "text"), (lambda: statements.level_of(5), "text"),
+        (lambda: statements.levels_of("I am sure"), "texts"), (lambda: statements.levels_of(["ok", 4]), r"texts\[1\]"),
+        (lambda: numeric.level_of(None), "text"), (lambda: numeric.level_of(5), "text"),
+        (lambda: numeric.levels_of("confidence 4/5"), "texts"),
+        (lambda: statements.statement("3"), "level"), (lambda: statements.statement(None), "level"),
+        (lambda: numeric.statement("3"), "level"),
+        (lambda: extract_answer(None), "chain_text"), (lambda: extract_answer(b"So the answer is 3."), "chain_text"),
+        (lambda: normalize_answer(3), "text"), (lambda: is_correct("3", "3"), "answers"),
+        (lambda: is_correct(3, ["3"]), "predicted"), (lambda: answer_from_step(None), "step"),
+        (lambda: normalise(None), "statement"),
+        (lambda: parse_chain(None, numeric), "response"), (lambda: parse_chains("a. b.", numeric), "responses"),
+        (lambda: parse_chains(["a.", None], numeric), r"responses\[1\]"),
+        (lambda: write_step(3, None), "step"), (lambda: write_step("A step.", 4), "statement"),
+        (lambda: write_chain("A step.", [None] * 7), "steps"), (lambda: write_chain(["a", 1], [None, None]), "steps"),
+        (lambda: write_chain(["a."], "confidence 4/5"), "statements"),
+    ]
+
+
+def test_text_functions_reject_non_text_naming_the_argument():
+    for call, name in _text_calls():
+        with pytest.raises(TypeError, match=name):
+            call()

@@ -33,3 +33,21 @@ def test_vision_tower_initialised_from_clip_when_shapes_match(tmp_path):
     small = load_config(None, ["clip.vision_hidden_size=32", "clip.vision_intermediate_size=64"]).clip
     other = build_clip(tok, small, seed=1)
     assert not init_vision_from_clip(vlm, other.model)
+
+
+def test_reference_response_of_a_punctuated_chain_is_unchanged(tmp_path):
+    """The boundary rule changes no chain whose steps all end in '.', '!' or '?': the built-in
+    benchmark's training text stays byte-identical (the committed comparison depends on it)."""
+    from mmboundary.records import Example, ReferenceStep, StepKind
+
+    examples = generate_examples(BenchmarkSpec(n_train=40, n_test=1, n_ood=1), "train", tmp_path)
+    assert all(reference_response(ex) == " ".join(st.text for st in ex.chain) for ex in examples)
+    steps = ["Is it red?", "Yes!", "It is 3.5 cm wide.", "It reads 'STOP' (twice).", "So the answer is 3."]
+    ex = Example(id="p", image=tmp_path / "x.png", question="q", answers=("3",),
+                 chain=tuple(ReferenceStep(text=t, kind=StepKind.reasoning) for t in steps))
+    assert reference_response(ex) == " ".join(steps)
+    bare = ex.model_copy(update={"chain": tuple(ReferenceStep(text=t.rstrip(".!?"), kind=StepKind.reasoning)
+                                                for t in steps)})
+    assert reference_response(bare) == "Is it red. Yes. It is 3.5 cm wide. It reads 'STOP' (twice). So the answer is 3."
+    quoted = ex.model_copy(update={"chain": (ReferenceStep(text='He said "yes."', kind=StepKind.reasoning),)})
+    assert reference_response(quoted) == 'He said "yes.".'  # the last character decides (docs/data-format.md)

@@ -147,3 +147,64 @@ def test_authors_files_without_images(tmp_path):
     # one line per example, after one saying that no image of the split was found
     assert len(report.problems) == 2 * by["train"].examples + by["ood"].examples + 3
     assert report.problems[0].message.startswith("none of the 1144 images can be used")
+
+
+def _split_file(tmp_path: Path, n_train: int = 6, n_test: int = 4) -> Path:
+    """A JSONL file holding two splits (its `split` fields), with unterminated reference steps."""
+    image = str(IMAGES / "red.png")
+    rows = [{"id": f"{split}-{i}", "image": image, "question": "What colour is the square?", "answers": ["red"],
+             "chain": [{"text": "The square is red", "kind": "perception"},
+                       {"text": "So the answer is red.", "kind": "reasoning"}], "split": split}
+            for split, n in (("train", n_train), ("test", n_test)) for i in range(n)]
+    path = tmp_path / "both.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def test_jsonl_splits_are_read_as_the_data_stage_reads_them(tmp_path):
+    """One JSONL file for train and test: each split keeps its own records (data.match_split), so
+    no test id repeats a train id; with match_split off both read every record, and the repeat
+    is reported under the split it concerns."""
+    path = _split_file(tmp_path)
+    report = check_data(DataConfig(source="jsonl", train=path, test=path))
+    by = {s.split: s for s in report.splits}
+    assert (by["train"].records, by["train"].examples, by["test"].examples) == (10, 6, 4)
+    assert report.problems == [] and report.warnings == []
+    assert (by["train"].unterminated, by["train"].reference_steps) == (6, 12)
+    assert [(n.split, n.file) for n in report.notes] == [("train", str(path)), ("test", str(path))]
+    assert str(report.notes[1]).startswith(f"[test] {path}: 4 of the 8 reference steps do not end in")
+    report = check_data(DataConfig(source="jsonl", train=path, test=path, match_split=False))
+    assert [s.examples for s in report.splits] == [10, 10]
+    assert [(w.split, w.message[:30]) for w in report.warnings] == [("test", "10 test example id(s) also in ")]
+
+
+def test_every_finding_names_its_split_and_file(tmp_path):
+    """The same broken file as two splits: each problem is listed under each split, labelled."""
+    path = _split_file(tmp_path)
+    path.write_text(path.read_text() + "{\"id\": 3}\n")
+    report = check_data(DataConfig(source="jsonl", train=path, test=path))
+    assert [(p.split, p.file, p.line) for p in report.problems] == [("train", str(path), 11), ("test", str(path), 11)]
+    assert str(report.problems[0]).startswith(f"[train] {path}, line 11, field 'id': ")
+    missing = check_data(DataConfig(source="jsonl", train=path.with_name("gone.jsonl"), test=path))
+    assert str(missing.problems[0]).startswith(f"[train] {path.with_name('gone.jsonl')}: dataset file not found")
+
+
+def test_a_split_the_file_does_not_hold_is_a_problem(tmp_path):
+    path = _split_file(tmp_path)
+    report = check_data(DataConfig(source="jsonl", train=path, test=path, ood=path))
+    assert [(p.split, p.message) for p in report.problems] == \
+        [("ood", "no examples of split 'ood' (the file has splits ['test', 'train'])")]
+
+
+@pytest.mark.skipif(not (REAL / "aokvqa_val_mmb.json").is_file(), reason="authors' files not present")
+def test_released_aokvqa_file_unterminated_steps_are_reported(tmp_path):
+    """`mmboundary check-data` on the authors' A-OKVQA file counts its unpunctuated steps and says
+    what the pipeline does about them."""
+    f = REAL / "aokvqa_val_mmb.json"
+    result = CliRunner().invoke(app, ["check-data", "--set", "data.source=annotated", "--set", f"data.train={f}",
+                                      "--set", f"data.test={f}", "--set", f"data.image_dir={tmp_path}",
+                                      "--set", "data.match_split=false", "--no-prompts"])
+    assert result.exit_code == 1  # the images are not there
+    out = " ".join(result.output.split())
+    assert f"[train] {f}: 3,110 of the 4,656 reference steps do not end in '.', '!' or '?'; the pipeline adds '.'" \
+        in out

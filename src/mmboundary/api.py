@@ -113,7 +113,7 @@ class Answer(_Record):
 
 def _open_run(root: Path):
     """A run directory, read only (no log file is opened, nothing is written)."""
-    return Run(root, load_config(root / "config.yaml"))
+    return Run(root, load_config(root / "config.yaml", relative_to_file=False))
 
 
 @dataclasses.dataclass

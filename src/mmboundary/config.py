@@ -4,12 +4,24 @@ Unknown keys and wrong types are errors that name the key (`ConfigError`). Overr
 dotted keys with YAML values: `--set base.lr=3e-4 --set data.benchmark.n_train=500`.
 The fully resolved config is written to every run directory (`config.yaml`).
 
+**[choice]** Paths (`PATH_KEYS`: `data.train`, `.test`, `.ood`, `.image_dir`, `.ood_image_dir`,
+`model.path`, `clip.path`). A relative path in a config file is looked up in that file's
+folder; when something exists there it becomes that absolute path, otherwise it is left as
+written and read, later, from the working directory (so `model.path: Qwen/Qwen2-VL-7B-Instruct`
+stays a hub id, and the shipped overlays' `datasets/...`, relative to the repository root, keep
+working when run from there). A `--set` value is looked up the same way in the working
+directory (made absolute when it exists there). Absolute paths and the built-in default are
+never changed. A run's saved `config.yaml` therefore holds absolute paths for everything that
+existed when the run was created; it is read back as written (`relative_to_file=False`), never
+re-resolved against the run folder (docs/data-format.md, "Paths in a config").
+
 Defaults that the paper leaves open are documented on the field that holds them.
 """
 
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 from typing import Any, Literal, get_args
 
@@ -306,19 +318,57 @@ def merge_configs(base: dict, overlay: dict) -> dict:
     return out
 
 
+#: The config keys that name a local file or folder (`model.path`, `clip.path`: or a hub id).
+PATH_KEYS: tuple[tuple[str, str], ...] = (
+    ("data", "train"), ("data", "test"), ("data", "ood"), ("data", "image_dir"), ("data", "ood_image_dir"),
+    ("model", "path"), ("clip", "path"))
+
+
+def resolve_path(value: Any, base: Path) -> Any:
+    """A path value of a config (module docstring): a relative path under which something exists
+    in `base` becomes that absolute path (normalised lexically, links not followed); anything
+    else (absolute, not there, e.g. a hub id, or not a string) is returned as it is."""
+    if not isinstance(value, str) or not value.strip():
+        return value
+    p = Path(value)
+    if p.is_absolute() or not (base / p).exists():
+        return value
+    return os.path.normpath((base / p).absolute())
+
+
+def _resolve_paths(data: dict, base: Path, prefix: list[str] | None = None) -> None:
+    """Resolve, in place, the `PATH_KEYS` of a config mapping against `base` (only those under
+    the dotted key `prefix` when given: what one override set)."""
+    for section, key in PATH_KEYS:
+        if prefix is not None and [section, key][:len(prefix)] != prefix[:2]:
+            continue
+        node = data.get(section)
+        if isinstance(node, dict) and key in node:
+            node[key] = resolve_path(node[key], base)
+
+
 def load_config(path: str | Path | list[str | Path] | tuple | None = None,
-                overrides: list[str] | None = None) -> RunConfig:
+                overrides: list[str] | None = None, *, relative_to_file: bool = True) -> RunConfig:
     """Read a YAML config (None: the built-in default), apply overrides, validate.
 
     A list of files is layered in order with `merge_configs` (later files win), e.g. a model
-    overlay then a data overlay: `configs/models/qwen2-vl-7b.yaml`, `configs/data/aokvqa.yaml`."""
+    overlay then a data overlay: `configs/models/qwen2-vl-7b.yaml`, `configs/data/aokvqa.yaml`.
+    Each file's relative paths are looked up in its own folder, the overrides' in the working
+    directory (module docstring); `relative_to_file=False` reads the files' paths as written
+    (a run folder's saved `config.yaml`, whose paths were resolved when the run was created)."""
     paths = [Path(p) for p in path] if isinstance(path, (list, tuple)) else [Path(path)] if path is not None else []
     source = " + ".join(str(p) for p in paths) or "<default config>"
     data: dict = {}
     for p in paths:
-        data = merge_configs(data, _read_config_file(p))
+        layer = _read_config_file(p)
+        if relative_to_file:
+            _resolve_paths(layer, p.parent)
+        data = merge_configs(data, layer)
     if overrides:
         data = apply_overrides(data, overrides)
+        cwd = Path.cwd()
+        for item in overrides:
+            _resolve_paths(data, cwd, parse_override(item)[0])
         source += " + overrides"
     try:
         return RunConfig.model_validate(data)
@@ -353,8 +403,12 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
 
 
-def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
-    """Dotted keys whose values differ between two configs."""
+def config_diff(a: RunConfig, b: RunConfig, *, paths_from: Path | None = None) -> list[str]:
+    """Dotted keys whose values differ between two configs. With `paths_from`, the `PATH_KEYS`
+    that name the same place (a relative path read from `paths_from`, an absolute one) are equal:
+    a run created before config paths were resolved saved them relative."""
+    if paths_from is not None:
+        return [key for key in config_diff(a, b) if not _same_place(a, b, key, paths_from)]
 
     def walk(x: Any, y: Any, prefix: str) -> list[str]:
         if isinstance(x, dict) and isinstance(y, dict):
@@ -365,3 +419,13 @@ def config_diff(a: RunConfig, b: RunConfig) -> list[str]:
         return [] if x == y else [prefix]
 
     return walk(a.model_dump(mode="json"), b.model_dump(mode="json"), "")
+
+
+def _same_place(a: RunConfig, b: RunConfig, key: str, base: Path) -> bool:
+    if tuple(key.split(".")) not in PATH_KEYS:
+        return False
+    section, name = key.split(".")
+    x, y = getattr(getattr(a, section), name), getattr(getattr(b, section), name)
+    if x is None or y is None:
+        return False
+    return os.path.normpath((base / x).absolute()) == os.path.normpath((base / y).absolute())

@@ -13,6 +13,7 @@ import transformers
 from rich.console import Console
 
 from mmboundary.distributed import barrier, is_main_process
+from mmboundary.errors import user_message
 from mmboundary.locks import hold
 from mmboundary.progress import progress_enabled
 from mmboundary.runs import MARKER, Run
@@ -30,6 +31,15 @@ def run_lock(run: Run):
     if not is_main_process():
         return contextlib.nullcontext()
     return hold(run.root / ".lock", what=f"the run folder {run.root}")
+
+
+def failure_message(error: BaseException) -> str:
+    """The one line a failed stage writes to run.log: what the user reads after `error: ` on the
+    command line (`errors.user_message`: the project's own errors as they are, any other
+    exception with its type first, `ValueError: ...`), or `interrupted (KeyboardInterrupt)`."""
+    if isinstance(error, (KeyboardInterrupt, SystemExit)):
+        return f"interrupted ({type(error).__name__})"
+    return user_message(error)
 
 
 def run_stage(run: Run, stage: str, *, force: bool = False) -> dict | None:
@@ -57,10 +67,14 @@ def _run_stage(run: Run, name: str, *, force: bool = False) -> dict | None:
     console.print(f"[bold cyan]stage {name}[/bold cyan]")
     log.info("stage %s: start", name)
     started = time.time()
-    if stage.distributed or is_main_process():
-        summary = stage.run(run)
-    else:
-        summary = None  # a main-process-only stage: this process waits, then reads its summary
+    try:
+        if stage.distributed or is_main_process():
+            summary = stage.run(run)
+        else:
+            summary = None  # a main-process-only stage: this process waits, then reads its summary
+    except BaseException as e:
+        log.error("stage %s: failed after %.1fs: %s", name, time.time() - started, failure_message(e))
+        raise
     # under `accelerate launch`: one marker, by the main process; the others wait for it
     if is_main_process():
         run.mark_complete(name, summary, started)

@@ -48,16 +48,22 @@ class Run:
         """Create a run directory for `config`, or reopen an existing one.
 
         Reopening with a config that differs from the saved one is an error naming the keys,
-        since the finished stages were computed under the saved config. Reopening without a
-        config uses the saved one.
+        since the finished stages were computed under the saved config (a path saved relative
+        and given absolute, naming the same place from the working directory, is no difference).
+        Reopening without a config uses the saved one, read as written (`relative_to_file=False`).
+        A `root` that is a file is a `RunError`.
         """
         root = Path(root)
         saved_path = root / "config.yaml"
+        if root.exists() and not root.is_dir():
+            raise RunError(f"{root} is a file, not a run directory; give --run-dir a folder (new or a run's)")
+        if saved_path.exists() and not saved_path.is_file():
+            raise RunError(f"{saved_path} is not a file: {root} is not a run directory")
         if is_distributed():
             # every process decides from the same disk state (before anyone writes), so that all
             # raise the same error or none; then the main process writes and the others wait
             exists = saved_path.exists()
-            device = (load_config(saved_path) if exists else config or RunConfig()).device
+            device = (load_config(saved_path, relative_to_file=False) if exists else config or RunConfig()).device
             process_state(device)
             barrier()
             if not exists and config is None:
@@ -71,9 +77,9 @@ class Run:
                 run._setup_logging()
                 return run
         if saved_path.exists():
-            saved = load_config(saved_path)
+            saved = load_config(saved_path, relative_to_file=False)
             if config is not None:
-                diff = config_diff(saved, config)
+                diff = config_diff(saved, config, paths_from=Path.cwd())
                 if diff:
                     raise RunError(
                         f"{root} was created with a different config (differs at: "

@@ -65,7 +65,7 @@ def _current_run(path: Path, cfg, source: Path | None = None, overrides: Sequenc
     changed). A missing run is forked from `source` with `overrides` when `source` is given,
     else created. Returns (run, stages reused)."""
     if (path / "config.yaml").exists():
-        if not config_diff(load_config(path / "config.yaml"), cfg):
+        if not config_diff(load_config(path / "config.yaml", relative_to_file=False), cfg):
             return Run.open(path, cfg), []
         stale_root = path.parent / ".stale"
         stale_root.mkdir(parents=True, exist_ok=True)

@@ -42,9 +42,17 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from mmboundary.data.images import MAX_IMAGE_PIXELS, image_problem
-from mmboundary.data.jsonl import field_name, lone_surrogate_field, parse_json_text, resolve_image_path, select_split
+from mmboundary.data.jsonl import (
+    field_name,
+    lone_surrogate_field,
+    not_found,
+    parse_json_text,
+    resolve_image_path,
+    select_split,
+)
 from mmboundary.errors import DataError
 from mmboundary.records import Example, ReferenceStep, StepKind
+from mmboundary.steps import require_text
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +78,7 @@ _QUOTES = {"'": "'", '"': '"', "\u2018": "\u2019", "\u201c": "\u201d", "`": "`"}
 
 def answer_from_step(step: str) -> str | None:
     """The X of a step "So, the answer is X." (trailing full stop and enclosing quotes removed)."""
-    m = _ANSWER_RE.search(step)
+    m = _ANSWER_RE.search(require_text(step, "step", "answer_from_step"))
     if not m:
         return None
     answer = m.group(1).strip()
@@ -343,7 +351,7 @@ def read_annotated(path: str | Path, image_dir: str | Path | None, *,
     if on_duplicate not in ("first", "error"):
         raise ValueError(f"on_duplicate must be 'first' or 'error', not {on_duplicate!r}")
     if not path.exists():
-        raise DataError("annotation file not found", file=path)
+        raise DataError(not_found("annotation file", path), file=path)
     if not path.is_file():
         raise DataError("annotation path is not a regular file", file=path)
     try:

@@ -132,6 +132,15 @@ def parse_json_text(text: str, **kw) -> object:
         raise json.JSONDecodeError(f"unreadable value ({reason})", text, 0) from None
 
 
+def not_found(what: str, path: Path) -> str:
+    """`"<what> not found"`; for a relative `path`, with the absolute path that was looked for and
+    where relative paths are read from (docs/data-format.md, "Paths in a config")."""
+    if path.is_absolute():
+        return f"{what} not found"
+    return (f"{what} not found: {os.path.normpath(path.absolute())} (a relative path is read from the working "
+            "directory; in a config file, from the file's folder when it exists there)")
+
+
 def resolve_image_path(image: str, root: Path) -> Path:
     """`image` made absolute against `root` (the JSONL file's folder), normalised lexically.
 
@@ -198,7 +207,7 @@ def read_examples(path: str | Path, *, check_images: bool = True, split: str | N
     """
     path = Path(path)
     if not path.exists():
-        raise DataError("dataset file not found", file=path)
+        raise DataError(not_found("dataset file", path), file=path)
     if not path.is_file():
         raise DataError("dataset path is not a regular file", file=path)
     root = path.parent.absolute()

@@ -28,6 +28,7 @@ from transformers import (
     CLIPTextConfig,
 )
 
+from mmboundary.errors import loading_checkpoint
 from mmboundary.models.factory import _image_processor, small_vision_config
 from mmboundary.models.spec import ClipSpec
 from mmboundary.models.vlm import ImageLike, load_image
@@ -175,7 +176,8 @@ def load_clip(path: str | Path, *, dtype: torch.dtype | None = None) -> Clip:
     kwargs: dict = {"use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = dtype
-    model = CLIPModel.from_pretrained(str(path), **kwargs)
+    with loading_checkpoint(path, "CLIP checkpoint"):
+        model = CLIPModel.from_pretrained(str(path), **kwargs)
     model.eval()
     text_cfg = model.config.text_config
     # eos_token_id 2 is CLIP's legacy marker (pool at the largest id): then end with the tokenizer's eos

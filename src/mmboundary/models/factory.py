@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.modeling_layers import GradientCheckpointingLayer
 
-from mmboundary.errors import ConfigError
+from mmboundary.errors import ConfigError, loading_checkpoint
 from mmboundary.models.qwen2_vl import QWEN_MODEL_TYPES, Qwen2VLImageProcessor, limit_image_pixels
 from mmboundary.models.smol import add_image_token, smol_text_model
 from mmboundary.models.spec import ModelSpec
@@ -243,8 +243,9 @@ def load_processor(path_or_id: str | Path, spec: ModelSpec | None = None, *, mod
     processors. `model_type` (default: read from the checkpoint's config) picks the fallback."""
     spec = spec or ModelSpec()
     if model_type is None:
-        model_type = getattr(AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code),
-                             "model_type", None)
+        with loading_checkpoint(path_or_id):
+            model_type = getattr(AutoConfig.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code),
+                                 "model_type", None)
     try:
         processor = AutoProcessor.from_pretrained(str(path_or_id), trust_remote_code=spec.trust_remote_code)
     except (ImportError, AttributeError) as e:
@@ -297,7 +298,8 @@ def load_vlm(path_or_id: str | Path, spec: ModelSpec | None = None) -> VLM:
     kwargs: dict = dict(dtype=_dtype(spec.dtype), trust_remote_code=spec.trust_remote_code, use_safetensors=True)
     if spec.attn_implementation:
         kwargs["attn_implementation"] = spec.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
+    with loading_checkpoint(path_or_id, "model checkpoint"):
+        model = AutoModelForImageTextToText.from_pretrained(str(path_or_id), **kwargs)
     model.eval()
     processor = load_processor(path_or_id, spec, model_type=getattr(model.config, "model_type", None))
     kind, max_length = "pretrained", spec.max_length

@@ -57,10 +57,11 @@ def fork_run(source: str | Path, target: str | Path, overrides: list[str] | None
         raise RunError(f"{source} is not a run directory (no config.yaml)")
     if target.exists():
         raise RunError(f"{target} exists: a fork needs a new folder")
-    src_cfg = load_config(source / "config.yaml")
+    src_cfg = load_config(source / "config.yaml", relative_to_file=False)
     if config is not None and overrides:
         raise ValueError("fork_run: give overrides or a config, not both")
-    cfg = config if config is not None else load_config(source / "config.yaml", overrides or [])
+    cfg = config if config is not None else load_config(source / "config.yaml", overrides or [],
+                                                        relative_to_file=False)
     valid = reusable_stages(src_cfg, cfg)
     if reuse is not None:
         bad = [s for s in reuse if s not in valid]

@@ -1,9 +1,11 @@
 """The response format `[z1, c1, ..., zT, cT]` (method.md section 1): writer and parser.
 
 Writing: each step becomes `"{step without final punctuation}, {statement}{punctuation}"`, where
-the punctuation is the step's own final mark (".", "?" or "!"; "." when it has none), and the
-steps are joined by single spaces. A step without a statement (None) is written as it is (with a
-final "." added if it has no final mark, so that it stays a sentence of its own).
+the punctuation is the step's own final mark (".", "?" or "!"; "." when it has none: the
+boundary rule of `mmboundary.steps.as_sentence`), and the steps are joined by single spaces. A
+step without a statement (None) is written as it is (with a final "." added if it has no final
+mark, so that it stays a sentence of its own). Steps and statements must be `str`
+(TypeError naming the argument otherwise).
 
 Parsing: the response is split into sentences with `mmboundary.steps.split_steps` (which does not
 split decimals such as "3.5", abbreviations or list numbering); each sentence is split at its LAST
@@ -29,13 +31,13 @@ from typing import Literal
 import numpy as np
 
 from mmboundary.statements.mapping import LevelMapper, Rng, as_generator
-from mmboundary.steps import split_steps
+from mmboundary.steps import FINAL_MARKS, TERMINATOR, require_text, split_steps
 
 FailureKind = Literal["no_comma", "unmapped"]
 
 #: The end of a sentence after its body: final marks, then closing quotes/brackets.
 _SENTENCE_END = re.compile(r"\s*[.!?]+[\"')\]]*\s*$")
-_FINAL_MARK = re.compile(r"[.!?]+$")
+_FINAL_MARK = re.compile(rf"[{re.escape(FINAL_MARKS)}]+$")
 
 
 @dataclass(frozen=True)
@@ -135,15 +137,15 @@ def summarize(chains: Sequence[ParsedChain]) -> ParseSummary:
 
 def write_step(step: str, statement: str | None) -> str:
     """`"{step without final punctuation}, {statement}{final punctuation}"` (see module docstring)."""
-    step = " ".join(str(step).split())
+    step = " ".join(require_text(step, "step", "write_step").split())
     if not step:
         raise ValueError("write_step: empty step")
     m = _FINAL_MARK.search(step)
-    final = m.group() if m else "."
+    final = m.group() if m else TERMINATOR
     body = step[: m.start()].rstrip() if m else step
     if statement is None:
         return body + final
-    statement = " ".join(str(statement).split())
+    statement = " ".join(require_text(statement, "statement", "write_step").split())
     if not statement:
         raise ValueError("write_step: empty statement (use None for a step without one)")
     if "," in statement or _FINAL_MARK.search(statement):
@@ -153,6 +155,9 @@ def write_step(step: str, statement: str | None) -> str:
 
 def write_chain(steps: Sequence[str], statements: Sequence[str | None]) -> str:
     """The response of steps, each followed by its statement (None: none), joined by single spaces."""
+    _text_sequence(steps, "steps", "write_chain")
+    if isinstance(statements, str):
+        raise TypeError("write_chain: statements must be a sequence of str or None, not a str")
     if len(steps) != len(statements):
         raise ValueError(f"write_chain: {len(steps)} steps but {len(statements)} statements")
     return " ".join(write_step(z, c) for z, c in zip(steps, statements))
@@ -189,8 +194,17 @@ def _split_sentence(response: str, start: int, end: int) -> _Split:
     return _Split((start, end), body_end, comma, (t0, t1))
 
 
+def _text_sequence(values: Sequence[str], name: str, where: str) -> None:
+    """TypeError naming the argument unless `values` is a sequence of `str` (a lone str is not)."""
+    if isinstance(values, str):
+        raise TypeError(f"{where}: {name} must be a sequence of str, not a str")
+    for i, value in enumerate(values):
+        require_text(value, f"{name}[{i}]", where)
+
+
 def parse_chains(responses: Sequence[str], mapper: LevelMapper) -> list[ParsedChain]:
     """Parse many responses; every tail of every response is mapped in ONE `levels_of` call."""
+    _text_sequence(responses, "responses", "parse_chains")
     splits = [[_split_sentence(r, s, e) for s, e in split_steps(r)] for r in responses]
     tails = [r[sp.tail_span[0]:sp.tail_span[1]] for r, chain in zip(responses, splits)
              for sp in chain if sp.tail_span is not None]
@@ -218,4 +232,5 @@ def parse_chains(responses: Sequence[str], mapper: LevelMapper) -> list[ParsedCh
 
 def parse_chain(response: str, mapper: LevelMapper) -> ParsedChain:
     """Parse one response (see `parse_chains`)."""
+    require_text(response, "response", "parse_chain")
     return parse_chains([response], mapper)[0]

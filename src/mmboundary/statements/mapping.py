@@ -58,6 +58,7 @@ is unparsed. No encoder is involved.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -67,6 +68,7 @@ import numpy as np
 
 from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.statements.pool import LEVELS, default_pool, normalise, validate_pool
+from mmboundary.steps import require_text
 
 Method = Literal["logistic", "nearest", "knn"]
 MapperKind = Literal["statement", "numeric"]
@@ -117,9 +119,21 @@ def as_generator(rng: Rng) -> np.random.Generator:
 
 
 def _check_level(level: int) -> int:
-    if isinstance(level, bool) or int(level) != level or int(level) not in LEVELS:
+    """`level` as an int: a TypeError naming it when it is no number, a ValueError when it is
+    not one of `LEVELS` (a bool, a fraction, out of range)."""
+    if not isinstance(level, numbers.Real):
+        raise TypeError(f"statement: level must be an int, not {type(level).__name__}")
+    if isinstance(level, bool) or level != level or int(level) != level or int(level) not in LEVELS:
         raise ValueError(f"confidence level must be one of {LEVELS}, got {level!r}")
     return int(level)
+
+
+def _check_texts(texts: Sequence[str], where: str) -> None:
+    """TypeError naming the argument unless `texts` is a sequence of `str` (a lone str is not)."""
+    if isinstance(texts, str):
+        raise TypeError(f"{where}: texts must be a sequence of str, not a str")
+    for i, text in enumerate(texts):
+        require_text(text, f"texts[{i}]", where)
 
 
 @runtime_checkable
@@ -300,7 +314,9 @@ class StatementMapper:
 
     def levels_of(self, texts: Sequence[str]) -> list[int | None]:
         """The level of each text, or None (empty, or too far from every pool statement);
-        one encoder call for the texts not matched exactly."""
+        one encoder call for the texts not matched exactly. Every text must be a `str`
+        (TypeError naming it otherwise)."""
+        _check_texts(texts, "levels_of")
         out: list[int | None] = [None] * len(texts)
         todo: list[int] = []
         for i, text in enumerate(texts):
@@ -321,7 +337,8 @@ class StatementMapper:
         return out
 
     def level_of(self, text: str) -> int | None:
-        """The level of one text (see `levels_of`)."""
+        """The level of one text (see `levels_of`); a TypeError naming `text` when it is no `str`."""
+        require_text(text, "text", "level_of")
         return self.levels_of([text])[0]
 
 
@@ -362,14 +379,16 @@ class NumericMapper:
         return [self.statement(lv) for lv in levels]
 
     def level_of(self, text: str) -> int | None:
-        """The level written in `text` if it is exactly the template with a level in 1..5, else None."""
-        m = self._pattern.fullmatch(str(text))
+        """The level written in `text` if it is exactly the template with a level in 1..5, else None
+        (a TypeError naming `text` when it is no `str`)."""
+        m = self._pattern.fullmatch(require_text(text, "text", "level_of"))
         if m is None:
             return None
         level = int(m.group("level"))
         return level if level in LEVELS else None
 
     def levels_of(self, texts: Sequence[str]) -> list[int | None]:
+        _check_texts(texts, "levels_of")
         return [self.level_of(t) for t in texts]
 
 

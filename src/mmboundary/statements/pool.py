@@ -16,13 +16,14 @@ from pathlib import Path
 import yaml
 
 from mmboundary.levels import LEVELS
+from mmboundary.steps import require_text
 
 _FINAL_PUNCT = re.compile(r"[.!?;:]\s*$")
 
 
 def normalise(statement: str) -> str:
     """Key under which statements are compared exactly: lower case, single spaces, no final punctuation."""
-    text = " ".join(str(statement).split()).lower()
+    text = " ".join(require_text(statement, "statement", "normalise").split()).lower()
     return text.rstrip(".!?;: ").strip()
 
 

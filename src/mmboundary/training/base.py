@@ -46,14 +46,18 @@ from mmboundary.models.factory import build_model
 from mmboundary.models.tokenizer import train_tokenizer
 from mmboundary.records import Example, StepKind
 from mmboundary.statements.pool import all_statements
+from mmboundary.steps import as_sentence
 from mmboundary.training.loop import response_token_count, train_supervised
 
 log = logging.getLogger("mmboundary.base")
 
 
 def reference_response(example: Example) -> str:
-    """The training target of the vanilla model: the reference chain, one sentence per step."""
-    return " ".join(step.text for step in example.chain)
+    """The training target of the vanilla model: the reference chain, one sentence per step,
+    joined by spaces. Each step goes through the boundary rule (`steps.as_sentence`: a step that
+    does not end in `.`, `!` or `?` gets a `.`), so the splitter finds every step again; a chain
+    whose steps all end in one is joined unchanged."""
+    return " ".join(as_sentence(step.text) for step in example.chain)
 
 
 def tokenizer_corpus(examples: list[Example]) -> list[str]:
@@ -158,8 +162,9 @@ def train_base_vlm(cfg: RunConfig, vlm, examples: list[Example], out_dir: Path, 
 
 
 def clip_pairs(examples: list[Example]) -> list[tuple[Example, str]]:
-    """(image, sentence) pairs: every perception step of every example."""
-    return [(ex, st.text) for ex in examples for st in ex.chain if st.kind == StepKind.perception]
+    """(image, sentence) pairs: every perception step of every example, as a sentence (the
+    boundary rule, `steps.as_sentence`, as the steps the CLIPScore signal later reads)."""
+    return [(ex, as_sentence(st.text)) for ex in examples for st in ex.chain if st.kind == StepKind.perception]
 
 
 def train_base_clip(cfg: RunConfig, examples: list[Example], tokenizer, out_dir: Path,
