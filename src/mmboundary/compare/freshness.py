@@ -25,10 +25,7 @@ from mmboundary.compare.results import RowResult, load_result, result_path
 from mmboundary.compare.spec import BaselineSpec, CompareSpec, CorrectionSpec
 from mmboundary.config import config_diff
 from mmboundary.errors import RunError
-from mmboundary.stages import STAGES
-
-#: The config sections each stage reads (`Stage.sections`).
-_STAGE_SECTIONS: dict[str, tuple[str, ...]] = {s.name: s.sections for s in STAGES}
+from mmboundary.stages import BY_NAME
 
 #: The stages whose trained weights a model of a run depends on.
 MODEL_STAGES = {"vanilla": ("base",), "sft": ("base", "sft"), "rl": ("base", "sft", "rl")}
@@ -56,7 +53,7 @@ def _model_dump(cfg, model: str, form: int = 0) -> str | None:
     data = cfg.model_dump(mode="json")
     later = _LATER_STAGES[model]
     for stage in later:  # first: a field of a later stage's section does not matter to the model
-        for section in _STAGE_SECTIONS[stage]:
+        for section in BY_NAME[stage].sections:
             data.pop(section, None)
     if form == 1 and not _without_added(data, _ADDED_FIELDS[-1:]):
         return None
