@@ -30,6 +30,7 @@ from mmboundary.baselines import (
     run_multisample,
     run_sc,
     sc_confidences,
+    sc_equivalence,
 )
 from mmboundary.confidence.fusion import FusionConfig, Levels, Normalizer, SignalRange, level_probability
 from mmboundary.config import GenerationConfig
@@ -215,8 +216,8 @@ SAMPLES = [
 def test_sc_agreement_by_hand(examples):
     ex = examples[0]
     fake = CannedVLM({ex.question: GREEDY}, {ex.question: SAMPLES})
-    sim = ExactSimilarity()
-    r = run_sc(fake, [ex], SCConfig(n_samples=6, threshold=0.5), similarity=sim)
+    sim = ExactSimilarity()  # as the encoder: the given similarity at the threshold
+    r = run_sc(fake, [ex], SCConfig(n_samples=6, threshold=0.5, equivalence="encoder"), similarity=sim)
     (got,) = r.examples
     assert [s.text for s in got.chain.steps] == ["There is 1 red circle.", "There are 2 blue squares.",
                                                  "So the answer is 3."]
@@ -228,6 +229,50 @@ def test_sc_agreement_by_hand(examples):
     assert got.cost.sequences == 7
     assert got.cost.tokens == sum(len(t.split()) for t in [GREEDY, *SAMPLES])
     assert sim.calls == 1
+
+
+class Lenient:
+    """A similarity that rates every pair of sentences 0.9, as MiniLM rates "There are 2 blue
+    squares." and "There are 3 blue squares." (0.885)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def pairwise(self, pairs):
+        import numpy as np
+
+        self.calls += 1
+        return np.full(len(pairs), 0.9)
+
+
+def test_sc_exact_equivalence_by_hand(examples):
+    """On the built-in benchmark SC's samples agree by the dataset's exact equivalence ("2" and
+    "two" agree, "2" and "3" do not), whatever a sentence encoder says; the encoder stays a named
+    option, and the result records which equivalence was used."""
+    ex = examples[0]
+    greedy = "There are 2 blue squares. So the answer is 2."
+    samples = ["There are two blue squares. So the answer is two.", "There are 3 blue squares. So the answer is 3."]
+    assert ex.scene is not None and sc_equivalence(SCConfig(), [ex]) == "exact"
+    assert sc_equivalence(SCConfig(), [ex.model_copy(update={"scene": None})]) == "encoder"
+    assert sc_equivalence(SCConfig(equivalence="exact"), [ex.model_copy(update={"scene": None})]) == "exact"
+    lenient = Lenient()
+    r = run_sc(CannedVLM({ex.question: greedy}, {ex.question: samples}), [ex], SCConfig(n_samples=2),
+               similarity=lenient)
+    (got,) = r.examples
+    assert got.step_confidences == (0.5, 0.5) and got.answer_confidence == 0.5  # "two" agrees, "3" does not
+    assert r.config["equivalence"] == "exact" and lenient.calls == 0
+    # without a similarity: the exact equivalence needs none
+    assert run_sc(CannedVLM({ex.question: greedy}, {ex.question: samples}), [ex], SCConfig(n_samples=2)) == r
+    # the encoder: every sample's step "agrees" at 0.9 >= 0.65; answers are still compared exactly
+    enc = run_sc(CannedVLM({ex.question: greedy}, {ex.question: samples}), [ex],
+                 SCConfig(n_samples=2, equivalence="encoder"), similarity=lenient)
+    assert enc.examples[0].step_confidences == (1.0, 1.0) and enc.examples[0].answer_confidence == 0.5
+    assert enc.config["equivalence"] == "encoder" and lenient.calls == 1
+    with pytest.raises(ConfigError, match="encoder equivalence needs a sentence similarity"):
+        run_sc(CannedVLM({ex.question: greedy}, {ex.question: samples}), [ex],
+               SCConfig(n_samples=2, equivalence="encoder"))
+    with pytest.raises(ValidationError, match="equivalence"):
+        SCConfig(equivalence="minilm")
 
 
 class TableSimilarity:
@@ -402,7 +447,7 @@ def test_records_refuse_inconsistent_values(examples):
 
 def test_run_baseline_names_what_is_missing(tiny, examples, fitted):
     with pytest.raises(ConfigError, match="needs similarity"):
-        run_baseline("sc", tiny, examples)
+        run_baseline("sc", tiny, examples, {"equivalence": "encoder"})
     with pytest.raises(ConfigError, match="unknown baseline"):
         run_baseline("sayself", tiny, examples)
     with pytest.raises(ConfigError, match="n_samples"):

@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 
 from mmboundary.evaluation.calibration import (
+    BrierParts,
     CalibrationReport,
     adaptive_ece,
     auroc,
     bin_edges,
     brier,
+    brier_decomposition,
     calibration_report,
     ece,
     level_shares,
@@ -168,6 +170,44 @@ def test_brier_by_hand():
     assert brier([1.0, 0.0], [1, 0]) == 0.0
 
 
+def test_brier_decomposition_by_hand():
+    # groups by distinct confidence: 0.1 {wrong} (n 1, acc 0), 0.5 {right} (n 1, acc 1),
+    # 0.9 {right, right, wrong} (n 3, acc 2/3); overall accuracy 3/5
+    # reliability = (1 * 0.1^2 + 1 * 0.5^2 + 3 * (0.9 - 2/3)^2) / 5 = (0.26 + 49/300) / 5 = 127/1500
+    # resolution  = (1 * 0.6^2 + 1 * 0.4^2 + 3 * (2/3 - 0.6)^2) / 5 = (0.52 + 1/75) / 5 = 8/75
+    # uncertainty = 0.6 * 0.4;  Brier = (0.01 + 0.01 + 0.01 + 0.81 + 0.25) / 5 = 0.218
+    c, y = [0.9, 0.9, 0.1, 0.9, 0.5], [1, 1, 0, 0, 1]
+    parts = brier_decomposition(c, y)
+    assert isinstance(parts, BrierParts)
+    assert parts.reliability == pytest.approx(127 / 1500, abs=1e-12)
+    assert parts.resolution == pytest.approx(8 / 75, abs=1e-12)
+    assert parts.uncertainty == pytest.approx(0.24, abs=1e-12)
+    assert parts.brier == pytest.approx(brier(c, y), abs=1e-12) == pytest.approx(0.218)
+    # perfectly calibrated levels: no reliability term; a constant forecast: no resolution
+    perfect = brier_decomposition([0.3] * 10 + [0.7] * 10, [1] * 3 + [0] * 7 + [1] * 7 + [0] * 3)
+    assert perfect.reliability == pytest.approx(0.0, abs=1e-15)
+    assert perfect.resolution == pytest.approx(0.04, abs=1e-12)  # both groups 0.2 from the mean 0.5
+    constant = brier_decomposition([0.9] * 4, [1, 0, 0, 0])
+    assert constant.resolution == 0.0
+    assert constant.reliability == pytest.approx(0.65 ** 2, abs=1e-12)
+    assert constant.uncertainty == pytest.approx(0.1875, abs=1e-12)
+    with pytest.raises(ValueError, match="empty"):
+        brier_decomposition([], [])
+
+
+def test_brier_decomposition_identity_on_random_data():
+    for seed in range(10):
+        rng = np.random.default_rng(200 + seed)
+        n = int(rng.integers(1, 500))
+        levels = (rng.integers(1, 6, n) - 0.5) / 5  # the five p(L)
+        continuous = rng.random(n)
+        for c in (levels, continuous):
+            y = (rng.random(n) < c).astype(int)
+            parts = brier_decomposition(c, y)
+            assert parts.reliability - parts.resolution + parts.uncertainty == pytest.approx(brier(c, y), abs=1e-12)
+            assert parts.reliability >= 0 and parts.resolution >= 0 and 0 <= parts.uncertainty <= 0.25
+
+
 def test_auroc_by_hand_with_ties():
     # positives {0.5, 0.8}, negatives {0.2, 0.5}: pairs (0.5>0.2)=1, (0.5=0.5)=1/2, (0.8>0.2)=1,
     # (0.8>0.5)=1 -> 3.5 / 4
@@ -198,7 +238,7 @@ def test_auroc_matches_sklearn_including_ties():
 # --- Input checks ----------------------------------------------------------------------------
 
 @pytest.mark.parametrize("fn", [ece, adaptive_ece, mce, brier, auroc, reliability_bins,
-                                calibration_report])
+                                calibration_report, brier_decomposition])
 @pytest.mark.parametrize("c, y, match", [
     ([0.5, 1.1], [1, 0], "outside"),
     ([-0.1, 0.5], [1, 0], "outside"),

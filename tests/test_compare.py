@@ -241,6 +241,10 @@ def test_report_rebuilt_from_saved_results(tmp_path, no_models):
     md = (root / "report" / "report.md").read_text()
     test_section = md.split("## test (in-domain)")[1].split("Findings:")[0]
     lines = {line.split(" | ")[0].lstrip("| "): line for line in test_section.splitlines() if line.startswith("| ")}
+    # results of format /1 keep no per-question scores: every row is marked, no cell has an interval
+    assert all(k.endswith(" †") for k in lines if k not in ("row", "DPV, vanilla model", "DRL (RL without warm-up)"))
+    assert "[0." not in test_section
+    lines = {k.removesuffix(" †"): v for k, v in lines.items()}
     full_line = lines["MMBoundary (full)"]
     assert "**0.200 ± 0.100**" in full_line  # lowest MECE, in bold
     assert "0.400 ± 0.173" in full_line
@@ -251,13 +255,16 @@ def test_report_rebuilt_from_saved_results(tmp_path, no_models):
     assert ".316" not in lines["Vanilla (internal levels)"]
     assert "not applicable: the tiny model" in lines["DPV, vanilla model"]
     assert "unavailable: no rl.init switch" in lines["DRL (RL without warm-up)"]
-    assert "The full method has the lowest MECE" in md
+    assert "The full method has the lowest mean MECE" in md
     assert "lower on every common seed: no row" in md
+    # no per-question scores: no paired difference has a verdict, no row is called better or worse
+    assert "Paired differences: none could be measured" in md and "**better**" not in md and "**worse**" not in md
+    assert all(p.verdict is None for t in report.tables for p in t.paired)
     paired = md.split("## test (in-domain)")[1].split("## OOD")[0].split("MECE by seed")[1]
     assert "| w/o R_KA | 0.350 | 0.350 | 0.350 | +0.150 ± 0.100 | 0 of 3 |" in paired
     assert "| MMBoundary w/o RL (SFT only) | 0.400 | 0.500 | - | +0.300 ± 0.000 | 0 of 2 |" in paired
     assert "| MMBoundary (full) | 0.100 | 0.200 | 0.300 | - | - |" in paired
-    assert "w/o R_KA: worse than the full method on" in md
+    assert "Ablations vs the full method: no verdict for 1 ablation(s) (their results keep no per-question scores" in md
     assert "| SaySelf | .345 / .384 / .734 / .603" in md  # the paper's whole table
 
     pngs = sorted(p.name for p in paths if p.suffix == ".png")
@@ -286,16 +293,25 @@ def test_report_without_spec_uses_every_saved_result(tmp_path, no_models):
 
 # --- run_compare with stubbed stage and baseline runners -------------------------------------------
 
-def _chains(n: int, offset: int):
+def _chains(n: int, offset: int, kinds: bool = False):
+    """n chains of 3 steps; `kinds`: the steps' kinds are "count", "count", "final"."""
     from mmboundary.records import GeneratedChain, GeneratedStep
 
     out = []
     for i in range(n):
         steps = tuple(GeneratedStep(text=f"step {j}", start=0, end=1, correct=(i + j + offset) % 2 == 0,
-                                    level=1 + (i + j + offset) % 5) for j in range(3))
+                                    level=1 + (i + j + offset) % 5,
+                                    kind=("count", "count", "final")[j] if kinds else None) for j in range(3))
         out.append(GeneratedChain(example_id=f"ex{i}", text="x", steps=steps, answer="a",
                                   answer_correct=(i + offset) % 2 == 0))
     return out
+
+
+def _train_chains(seed: int):
+    """The vanilla model's train chains of the stub: count steps right half the time, final steps
+    always (accuracy 16/24: constant level 4, p 0.7; count: level 3, p 0.5; final: level 5, p 0.9)."""
+    return [c.model_copy(update={"steps": c.steps[:2] + (c.steps[2].model_copy(update={"correct": True}),)})
+            for c in _chains(8, seed, kinds=True)]
 
 
 class StubPipeline:
@@ -323,7 +339,8 @@ class StubPipeline:
             if stage == "data":
                 for split in ("train", "test", "ood"):
                     (d / f"{split}.jsonl").write_text("")
-            if stage == "estimate":
+            if stage == "estimate":  # the vanilla model's train chains (the references' levels) and levels
+                write_jsonl(d / "chains_train.jsonl", _train_chains(run.config.seed))
                 for split in ("test", "ood"):
                     (d / f"steps_{split}.jsonl").write_text("".join(
                         json.dumps({"example_id": c.example_id, "step_index": j, "level": s.level}) + "\n"
@@ -334,7 +351,7 @@ class StubPipeline:
                 for split in ("test", "ood"):
                     metrics[split] = {}
                     for k, model in enumerate(models):
-                        chains = _chains(6, run.config.seed if model == "vanilla" else offset + k)
+                        chains = _chains(6, run.config.seed if model == "vanilla" else offset + k, kinds=True)
                         write_jsonl(d / f"chains_{model}_{split}.jsonl", chains)
                         rep = confidence_report(chains, [chain_levels(c) for c in chains], f1=0.5).model_dump()
                         metrics[split][model] = {**accuracy_summary(chains), "f1": 0.5,
@@ -385,7 +402,25 @@ def test_run_compare_orchestration(tmp_path, no_models):
     results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls),
                           correction_runner=_stub_corrections(ccalls))
     by = {(r.row, r.seed): r for r in results}
-    assert len(by) == len(results) == 10 * 2
+    assert len(by) == len(results) == 12 * 2
+    # the reference rows: the vanilla model's judged chains at levels chosen on its train chains
+    for seed in (0, 1):
+        const, prior, van = (by[(row, seed)] for row in ("constant_level", "kind_prior", "vanilla"))
+        assert const.status == prior.status == "ok" and const.kind == prior.kind == "reference"
+        assert const.source == prior.source == van.source  # the full run's vanilla model
+        for split in ("test", "ood"):
+            c, k, v = const.splits[split], prior.splits[split], van.splits[split]
+            assert c.extra["reference"]["constant_level"] == 4 and c.extra["reference"]["train_steps"] == 24
+            assert {q.step_confidence for q in c.questions} == {(0.7, 0.7, 0.7)}
+            assert {q.step_confidence for q in k.questions} == {(0.5, 0.5, 0.9)}
+            assert [q.id for q in c.questions] == [q.id for q in v.questions]  # the same questions
+            assert [q.step_correct for q in k.questions] == [q.step_correct for q in v.questions]
+            assert c.report.accuracy == v.report.accuracy and c.report.mece is not None
+            assert k.questions[0].step_kind == ("count", "count", "final")
+    # every split of every ok row keeps its per-question scores (format /2)
+    for r in results:
+        if r.status == "ok":
+            assert r.format == "mmboundary.compare.row/2" and all(sp.questions for sp in r.splits.values()), r.row
     assert sorted(ccalls) == sorted((row, seed, split) for row in ("self-correct-vanilla", "self-correct-rl")
                                     for seed in (0, 1) for split in ("test", "ood"))
     # a self-correction row: the corrected chains' report, and the same model's greedy numbers
@@ -477,7 +512,7 @@ def test_run_compare_orchestration(tmp_path, no_models):
 
 
 def test_run_compare_records_a_failed_row_and_goes_on(tmp_path, no_models):
-    spec = CompareSpec(methods=["full"], ablations=["wo_r_ec"], baselines=[], seeds=[0], with_rl=True)
+    spec = CompareSpec(methods=["full"], ablations=["wo_r_ec"], references=[], baselines=[], seeds=[0], with_rl=True)
     pipe = StubPipeline()
 
     def flaky(run):
@@ -591,7 +626,7 @@ def test_two_processes_share_a_root(tmp_path, no_models):
     from test_locks import hold_in_other_process  # tests/ is on the path
 
     spec = CompareSpec(methods=["sft_only", "full"], ablations=["wo_r_ka", "wo_r_ec"], seeds=[0], with_rl=True,
-                       baselines=[BaselineSpec(method="sc")], corrections=[])
+                       baselines=[BaselineSpec(method="sc")], corrections=[], references=[])
     root = tmp_path / "cmp"
     full_maker = hold_in_other_process(root / "locks" / "seed0-full-run.lock", 1.0)
     other = hold_in_other_process(root / "locks" / "seed0-wo_r_ka.lock", 600)
@@ -733,7 +768,8 @@ def test_a_seed_whose_full_run_another_process_makes_is_taken_up_later(tmp_path,
     then comes back to seed 0 (waiting for it only when no other seed is left)."""
     from test_locks import hold_in_other_process  # tests/ is on the path
 
-    spec = CompareSpec(methods=["sft_only", "full"], ablations=[], baselines=[], corrections=[], seeds=[0, 1])
+    spec = CompareSpec(methods=["sft_only", "full"], ablations=[], baselines=[], corrections=[], seeds=[0, 1],
+                       references=[])
     root = tmp_path / "cmp"
     other = hold_in_other_process(root / "locks" / "seed0-full-run.lock", 1.5)
     pipe = StubPipeline()

@@ -11,6 +11,8 @@ valid (`stages.reusable_stages`), so the shared stages are computed once.
 | row | overlay on the full method | model of the row | paper row |
 |---|---|---|---|
 | `vanilla` | none (the full run's vanilla model, internal levels) | vanilla | - |
+| `constant_level` | none (vanilla chains, every step at one level fitted on train) | vanilla | - |
+| `kind_prior` | none (vanilla chains, each step at its kind's level fitted on train) | vanilla | - |
 | `full` | none | rl | MMBoundary |
 | `sft_only` (alias `wo_rl`) | none (the full run's SFT model: no extra run) | sft | MMBoundary w/o RL (SFT only) |
 | `wo_lnlp` / `wo_mte` / `wo_token_sar` / `wo_clip_score` | `estimate.fusion.ablate=[<signal>]` | rl | w/o that signal |
@@ -49,6 +51,7 @@ __all__ = [
     "ALIASES",
     "FULL_STAGES",
     "METHODS",
+    "REFERENCES",
     "ROWS",
     "Row",
     "full_overrides",
@@ -82,6 +85,11 @@ class Row(BaseModel):
     - `unavailable`: the reason the row cannot be run with the current config schema, when that
       is known without validating (SaySelf); other rows are validated by `row_availability`.
     - `paper_row`: the row of method.md's table (section 6) it matches, if any.
+    - `levels`: where the row's step levels come from: "model" (the model's own: its statements,
+      or the vanilla model's internal levels), or a reference that knows nothing about the step
+      but what the vanilla model's train chains say (`evaluation.references`): "constant" (one
+      level for every step, `constant_level`), "kind_prior" (one level per kind of step,
+      `kind_prior_levels`). A method that does not beat them has learned nothing per step.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -97,6 +105,7 @@ class Row(BaseModel):
     unavailable: str | None = None
     paper_row: str | None = None
     description: str = ""
+    levels: Literal["model", "constant", "kind_prior"] = "model"
 
 
 _SIGNAL_LABELS = {"lnlp": "U_LNLP", "mte": "U_MTE", "token_sar": "U_TokenSAR", "clip_score": "U_CLIPScore"}
@@ -105,6 +114,16 @@ _ROWS: list[Row] = [
     Row(name="vanilla", label="Vanilla (internal levels)", kind="reference", group="reference", own_run=False,
         model="vanilla", description="The vanilla model's fused internal confidence as levels, no training: the "
         "evaluate stage's vanilla row of the full method's run."),
+    Row(name="constant_level", label="Reference: one constant level", kind="reference", group="reference",
+        own_run=False, model="vanilla", levels="constant",
+        description="The vanilla model's evaluated chains with every step at one level, the level closest to the "
+        "share of correct steps in its train chains (evaluation.references.constant_level): the calibration "
+        "of knowing only the base rate."),
+    Row(name="kind_prior", label="Reference: per-kind prior level", kind="reference", group="reference",
+        own_run=False, model="vanilla", levels="kind_prior",
+        description="The vanilla model's evaluated chains with each step at the level of its kind of claim "
+        "(count, attribute, spatial, ...), chosen on its train chains (evaluation.references.kind_prior_levels): "
+        "the calibration of knowing only which kind of step it is."),
     Row(name="sayself", label="SaySelf (answer-level statement)", kind="method", group="method",
         overrides=("statements.granularity=answer", "rl.reward.alpha=0", "rl.reward.gamma=0"), model="rl",
         needs_rl=True, paper_row="SaySelf",
@@ -157,8 +176,10 @@ _ROWS += [
 ROWS: dict[str, Row] = {r.name: r for r in _ROWS}
 #: Other names accepted for a row.
 ALIASES: dict[str, str] = {"wo_rl": "sft_only", "mmboundary": "full"}
-#: Rows that are methods (or the vanilla reference), and rows that are ablations.
-METHODS: tuple[str, ...] = tuple(r.name for r in _ROWS if r.kind != "ablation")
+#: Rows that are methods (or the vanilla reference), and rows that are ablations; the reference
+#: rows whose levels are not the model's (`Row.levels`), listed under `references` in a spec.
+METHODS: tuple[str, ...] = tuple(r.name for r in _ROWS if r.kind != "ablation" and r.levels == "model")
+REFERENCES: tuple[str, ...] = tuple(r.name for r in _ROWS if r.levels != "model")
 ABLATIONS: tuple[str, ...] = tuple(r.name for r in _ROWS if r.kind == "ablation")
 
 

@@ -11,6 +11,7 @@ through the functions here, so the layout of a run folder is known in one place:
     estimate/normalizer.json, levels.json  the fitted internal-confidence model (`scoring_context`)
     sft/model/, rl/model/               the trained models (`evaluated_models`)
     evaluate/chains_<model>_<split>.jsonl, evaluate/metrics.json  (`read_metrics`)
+    evaluate/scores_<row>_<split>.jsonl  per-question scores of a model or reference row (`read_scores`)
 
 and the run's statement mapping (`make_statement_mapper`), the one object that turns a
 statement back into a level for every reader.
@@ -32,8 +33,10 @@ from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.config import RunConfig
 from mmboundary.data.jsonl import read_examples
 from mmboundary.errors import RunError
+from mmboundary.evaluation.bootstrap import Interval, QuestionScores
 from mmboundary.evaluation.expressed import ConfidenceReport
 from mmboundary.evaluation.matching import match_chains, mean_f1
+from mmboundary.evaluation.references import ConstantReference, KindPriorReference
 from mmboundary.io import atomic_write_text
 from mmboundary.models.clip import load_clip
 from mmboundary.records import Example, GeneratedChain
@@ -53,7 +56,9 @@ __all__ = [
     "read_chains",
     "ModelMetrics",
     "SplitMetrics",
+    "SplitReferences",
     "read_metrics",
+    "read_scores",
     "read_step_levels",
     "resolve_vlm_path",
     "reuse_estimate_chains",
@@ -243,7 +248,8 @@ class ModelMetrics(BaseModel):
     """One model's row of `evaluate/metrics.json` on one split: the accuracy summary
     (`evaluation.metrics.accuracy_summary`), the confidence report of its expressed (trained
     models) or internal (the vanilla model, when the estimate stage's levels apply) confidence,
-    and the F1 of its step matching."""
+    and the F1 of its step matching; `intervals`: metric -> estimate and 95 % bootstrap interval
+    of that confidence (`evaluation.bootstrap.metric_intervals`; absent in older files)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -258,16 +264,29 @@ class ModelMetrics(BaseModel):
     expressed: ConfidenceReport | None = None
     internal: ConfidenceReport | None = None
     f1: float | None = None
+    intervals: dict[str, Interval] | None = None
+
+
+class SplitReferences(BaseModel):
+    """The reference rows of one split (`evaluation.references`), on the vanilla model's chains:
+    `constant` and `kind_prior` (None: not computed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    constant: ConstantReference | None = None
+    kind_prior: KindPriorReference | None = None
 
 
 class SplitMetrics(BaseModel):
     """`evaluate/metrics.json` on one split: each model's row, and the estimate stage's signal
-    table (`signals.json`) when it was there."""
+    table (`signals.json`) when it was there, and the reference rows (`references`) when the
+    estimate stage's train chains were there."""
 
     model_config = ConfigDict(frozen=True)
 
     models: dict[str, ModelMetrics]
     vanilla_internal_signals: dict | None = None
+    references: SplitReferences | None = None
 
 
 def read_metrics(run: Run) -> dict[str, SplitMetrics]:
@@ -278,9 +297,27 @@ def read_metrics(run: Run) -> dict[str, SplitMetrics]:
     for split, rows in json.loads(path.read_text("utf-8")).items():
         rows = dict(rows)
         signals = rows.pop("vanilla_internal_signals", None)
+        references = rows.pop("references", None)
         try:
-            out[split] = SplitMetrics(models=rows, vanilla_internal_signals=signals)
+            out[split] = SplitMetrics(models=rows, vanilla_internal_signals=signals, references=references)
         except ValidationError as e:
             where = ".".join(str(x) for x in e.errors()[0]["loc"])
             raise RunError(f"{path}: {split}.{where}: {e.errors()[0]['msg']}") from None
+    return out
+
+
+def read_scores(run: Run, row: str, split: str) -> list[QuestionScores]:
+    """`evaluate/scores_<row>_<split>.jsonl`: the per-question scores of a model ("vanilla",
+    "sft", "rl") or a reference row ("constant", "kind_prior") on a split, which
+    `evaluation.bootstrap` resamples and pairs. A `RunError` names a missing file or bad line."""
+    path = run.require("evaluate") / f"scores_{row}_{split}.jsonl"
+    if not path.exists():
+        raise RunError(f"{path}: no per-question scores of {row!r} on {split!r}")
+    out = []
+    for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                out.append(QuestionScores.model_validate_json(line))
+            except ValidationError as e:
+                raise RunError(f"{path}, line {n}: {e.errors()[0]['msg']}") from None
     return out

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from mmboundary.answers import extract_answer, is_correct
 from mmboundary.config import GenerationConfig
-from mmboundary.data.benchmark import check_step
+from mmboundary.data.benchmark import check_step, claim_type
 from mmboundary.data.images import load_image
 from mmboundary.progress import make_progress
 from mmboundary.records import Example, GeneratedChain, GeneratedStep
@@ -27,7 +27,8 @@ def chain_record(example: Example, text: str) -> GeneratedChain:
     for s, e in split_steps(text):
         sentence = text[s:e]
         correct = check(sentence, example) if check is not None else None
-        steps.append(GeneratedStep(text=sentence, start=s, end=e, correct=correct))
+        kind = claim_type(sentence) if check is not None else None
+        steps.append(GeneratedStep(text=sentence, start=s, end=e, correct=correct, kind=kind))
     answer = extract_answer(text)
     return GeneratedChain(example_id=example.id, text=text, steps=tuple(steps), answer=answer,
                           answer_correct=is_correct(answer, example.answers))
@@ -48,9 +49,10 @@ def expressed_chain_record(example: Example, text: str, parsed, granularity: str
         levels = spread_answer_level(levels)
     for p, level in zip(parsed.steps, levels):
         correct = check(p.text, example) if check is not None else None
+        kind = claim_type(p.text) if check is not None else None
         start, end = p.body_span  # the step's own words: internal signals never see the statement
         steps.append(GeneratedStep(text=p.text, start=start, end=end, correct=correct,
-                                   statement=p.statement, level=level))
+                                   statement=p.statement, level=level, kind=kind))
     answer = extract_answer(" ".join(s.text for s in steps))
     return GeneratedChain(example_id=example.id, text=text, steps=tuple(steps), answer=answer,
                           answer_correct=is_correct(answer, example.answers))

@@ -102,6 +102,10 @@ class GeneratedStep(_Record):
     with its statement removed (`start`/`end` span the step's own words in the chain text),
     `statement` the clause after its last comma, and `level` the level that clause maps back to
     (None: no statement, or one that maps to no level: a format failure, never filled in).
+
+    `kind`: on the built-in benchmark, the type of claim the step makes (`claim_type`: "count",
+    "attribute", "spatial", "arithmetic", "comparison", "final"), by which results are split;
+    None for a sentence of no type and on external datasets.
     """
 
     text: str
@@ -110,6 +114,7 @@ class GeneratedStep(_Record):
     correct: bool | None = None
     statement: str | None = None
     level: int | None = Field(None, ge=1, le=5)
+    kind: str | None = None
 
 
 class GeneratedChain(_Record):

@@ -42,8 +42,8 @@ from mmboundary.baselines.dpv import DPVConfig, run_dpv
 from mmboundary.baselines.internal import InternalConfig, internal_confidences, run_internal
 from mmboundary.baselines.multisample import MultisampleConfig, multisample_confidences, run_multisample
 from mmboundary.baselines.prompted import prompted_confidences
-from mmboundary.baselines.report import BaselineReport, baseline_report, confidence_columns
-from mmboundary.baselines.sc import SCConfig, run_sc, sc_confidences
+from mmboundary.baselines.report import BaselineReport, baseline_report, confidence_columns, question_scores_of
+from mmboundary.baselines.sc import SCConfig, run_sc, sc_confidences, sc_equivalence
 from mmboundary.errors import ConfigError
 from mmboundary.records import Example
 
@@ -51,8 +51,9 @@ __all__ = [
     "CONFIGS", "DEFAULT_FALLBACK", "METHODS", "BaselineConfig", "BaselineInputs", "BaselineReport", "BaselineResult",
     "Cost", "DPSConfig", "DPVConfig", "ExactSimilarity", "ExampleConfidence", "InternalConfig", "MultisampleConfig",
     "ParseCounts", "SCConfig", "SamplingConfig", "baseline_report", "confidence_columns", "instruction_following",
-    "internal_confidences", "make_config", "multisample_confidences", "prompted_confidences", "run_baseline",
-    "run_dps", "run_dpv", "run_internal", "run_multisample", "run_sc", "sc_confidences",
+    "internal_confidences", "make_config", "multisample_confidences", "prompted_confidences", "question_scores_of",
+    "run_baseline", "run_dps", "run_dpv", "run_internal", "run_multisample", "run_sc", "sc_confidences",
+    "sc_equivalence",
 ]
 
 #: The config class of each method.
@@ -64,7 +65,7 @@ CONFIGS: dict[str, type[BaselineConfig]] = {
 #: What each method needs besides the model and the examples (fields of `BaselineInputs`).
 NEEDS: dict[str, tuple[str, ...]] = {
     "internal": ("normalizer", "levels", "fusion"),  # + clip / similarity when the readout uses them
-    "sc": ("similarity",),
+    "sc": ("similarity",),  # only with the encoder equivalence (`sc_equivalence`)
     "multisample": ("mapper", "similarity"),
     "dpv": (),
     "dps": ("mapper",),
@@ -115,6 +116,8 @@ def run_baseline(method: str, vlm, examples: Sequence[Example],
     missing = [name for name in NEEDS[method] if getattr(inputs, name) is None]
     if method == "dps" and missing and not instruction_following(vlm, cfg.instruction_following)[0]:
         missing = []  # not applicable: the mapper would not be used
+    if method == "sc" and sc_equivalence(cfg, examples) == "exact":
+        missing = []  # the exact step equivalence needs no sentence similarity
     if missing:
         raise ConfigError(f"baseline {method!r} needs {', '.join(missing)} (BaselineInputs)")
     if method == "internal":

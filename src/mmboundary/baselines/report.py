@@ -7,7 +7,8 @@ same metric functions (`evaluation.calibration`: `ece` with 10 equal-width bins,
 `brier`, `level_shares`) and the same conventions:
 
 - `ece`: answer level, the answer confidence against the answer's correctness;
-- `mece`, `auroc`, `brier`: step level, over steps whose correctness is known;
+- `mece`, `auroc`, `brier` and Brier's parts (`brier_decomposition`: reliability, resolution,
+  uncertainty): step level, over steps whose correctness is known;
 - `accuracy`: the share of correct final answers; `f1`: passed through (the caller computes it
   from the chains, e.g. as the evaluate stage does with `evaluation.matching`);
 - `parsed_share`: steps with a computed (not fallback) confidence / all steps;
@@ -24,6 +25,10 @@ Fallbacks, two views (`baseline_report` gives both):
   confidences are level probabilities, this equals `confidence_report(chains, levels)` with the
   fallback steps' levels None (tests/test_baselines.py checks it).
 
+`question_scores_of` gives the same row per example (`evaluation.bootstrap.QuestionScores`, the
+input of the comparison's bootstrap intervals and paired differences), in the
+`include_fallback=True` view.
+
 Pure functions of saved results: a report is recomputed from `BaselineResult.load(path)` without
 running any model.
 """
@@ -36,10 +41,11 @@ from pydantic import BaseModel, ConfigDict
 
 from mmboundary.baselines.base import BaselineResult, Cost, ParseCounts
 from mmboundary.confidence.fusion import probability_level
-from mmboundary.evaluation.calibration import auroc, brier, ece, level_shares
+from mmboundary.evaluation.bootstrap import QuestionScores
+from mmboundary.evaluation.calibration import auroc, brier, brier_decomposition, ece, level_shares
 from mmboundary.evaluation.expressed import ConfidenceReport
 
-__all__ = ["BaselineReport", "baseline_report", "confidence_columns"]
+__all__ = ["BaselineReport", "baseline_report", "confidence_columns", "question_scores_of"]
 
 
 def confidence_columns(result: BaselineResult, *, include_fallback: bool = True, f1: float | None = None,
@@ -67,6 +73,7 @@ def confidence_columns(result: BaselineResult, *, include_fallback: bool = True,
             answer_p.append(ex.answer_confidence)
             answer_y.append(int(ex.chain.answer_correct))
     n = len(result.examples)
+    parts = brier_decomposition(step_p, step_y) if step_p else None
     return ConfidenceReport(
         examples=n,
         accuracy=sum(e.chain.answer_correct for e in result.examples) / n if n else None,
@@ -82,7 +89,25 @@ def confidence_columns(result: BaselineResult, *, include_fallback: bool = True,
         answers_with_confidence=len(answer_p),
         level_shares=level_shares(levels) if levels else {},
         f1=f1,
+        brier_reliability=parts.reliability if parts else None,
+        brier_resolution=parts.resolution if parts else None,
+        brier_uncertainty=parts.uncertainty if parts else None,
     )
+
+
+def question_scores_of(result: BaselineResult) -> list[QuestionScores]:
+    """Each example of an applicable result as the scores of the baseline's row: the answer's
+    confidence and correctness, and per step its confidence, truth and kind (`GeneratedStep.kind`,
+    None where unknown). Fallbacks count at their fallback value, as in the row's columns
+    (`include_fallback=True`), so the metrics of these scores are the row's."""
+    if not result.applicable:
+        raise ValueError(f"{result.label} does not apply ({result.reason}); it has no scores")
+    return [QuestionScores(id=ex.example_id, answer_correct=bool(ex.chain.answer_correct),
+                           answer_confidence=float(ex.answer_confidence),
+                           step_confidence=tuple(float(p) for p in ex.step_confidences),
+                           step_correct=tuple(s.correct for s in ex.chain.steps),
+                           step_kind=tuple(s.kind for s in ex.chain.steps))
+            for ex in result.examples]
 
 
 class BaselineReport(BaseModel):

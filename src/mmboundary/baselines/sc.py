@@ -9,10 +9,21 @@ Here, per example:
 - the judged chain is the model's chain under `cfg.generation` (greedy by default, the chain the
   evaluate stage judges), and `cfg.n_samples` more chains are sampled at `cfg.temperature`;
 - answer confidence = the share of the samples whose final answer equals the judged chain's
-  (answers normalised as for Acc, `answers.extract_answer`);
-- step confidence of each judged step = the share of the samples that contain a step whose
-  sentence similarity to it is >= `cfg.threshold` (`similarity`: a `SentenceSimilarity`,
-  `ExactSimilarity`, or any object with `pairwise(pairs) -> array`).
+  (answers normalised as for Acc, `answers.extract_answer`: the dataset's answer equivalence,
+  the one `answers.is_correct` judges by, for every dataset);
+- step confidence of each judged step = the share of the samples that contain a step
+  *equivalent* to it, by `cfg.equivalence` (`sc_equivalence`):
+  - "exact": the two sentences are equal after answer normalisation (`ExactSimilarity`: case,
+    punctuation and articles ignored, number words one..twenty read as digits, so "There are two
+    red circles." agrees with "There are 2 red circles." and not with "There are 3 red
+    circles."); the equivalence of the built-in benchmark, whose steps are sentences of a small
+    templated language checked exactly;
+  - "encoder": the sentence similarity of the `similarity` input (the run's `SentenceSimilarity`,
+    MiniLM by default) is >= `cfg.threshold`; for external datasets, whose steps are free text.
+    MiniLM rates "There are 2 red circles." and "There are 3 red circles." 0.885, so on the
+    built-in benchmark it makes nearly every sample agree with nearly every step;
+  - "auto" (default): "exact" when every example has a scene (the built-in benchmark), else
+    "encoder".
 
 Where it departs from the paper: the paper names SC without its settings; every number is a
 **[choice]** of `SamplingConfig`. Self-consistency proper replaces the greedy answer by the
@@ -26,18 +37,41 @@ with at least one sample every share is defined.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
+
+from pydantic import Field
 
 from mmboundary.baselines.base import BaselineResult, Cost, ExampleConfidence, SamplingConfig
-from mmboundary.baselines.common import best_matches, judged_and_sampled
+from mmboundary.baselines.common import ExactSimilarity, best_matches, judged_and_sampled
+from mmboundary.errors import ConfigError
 from mmboundary.generation import chain_record
 from mmboundary.records import Example, GeneratedChain
 
-__all__ = ["SCConfig", "run_sc", "sc_confidences"]
+__all__ = ["SCConfig", "run_sc", "sc_confidences", "sc_equivalence"]
 
 
 class SCConfig(SamplingConfig):
     """Self-consistency settings: those of `SamplingConfig` (5 samples at temperature 1.0, seed 0,
-    similarity threshold 0.65)."""
+    similarity threshold 0.65, used by the "encoder" equivalence only) and `equivalence`, when a
+    sampled step agrees with a judged step (module docstring).
+
+    **[choice]** `equivalence` "auto": the dataset's exact equivalence where it has one (the
+    built-in benchmark, every example with a scene), the sentence encoder at `threshold`
+    otherwise. The equivalence used is recorded in the result's `config` (`run_sc`)."""
+
+    equivalence: Literal["auto", "exact", "encoder"] = Field(
+        "auto", description="When a sampled step agrees with a judged one: 'exact' (equal after answer "
+        "normalisation, `ExactSimilarity`), 'encoder' (the `similarity` input >= `threshold`), or 'auto' "
+        "(exact on the built-in benchmark, whose examples have scenes; encoder otherwise).")
+
+
+def sc_equivalence(cfg: SCConfig, examples: Sequence[Example]) -> str:
+    """The step equivalence `run_sc` uses on `examples`: `cfg.equivalence`, with "auto" resolved
+    to "exact" when every example has a scene (the built-in benchmark) and to "encoder"
+    otherwise."""
+    if cfg.equivalence != "auto":
+        return cfg.equivalence
+    return "exact" if examples and all(ex.scene is not None for ex in examples) else "encoder"
 
 
 def sc_confidences(chains: Sequence[GeneratedChain], samples: Sequence[Sequence[GeneratedChain]], similarity,
@@ -66,15 +100,27 @@ def sc_confidences(chains: Sequence[GeneratedChain], samples: Sequence[Sequence[
     return out
 
 
-def run_sc(vlm, examples: Sequence[Example], cfg: SCConfig | None = None, *, similarity) -> BaselineResult:
+def run_sc(vlm, examples: Sequence[Example], cfg: SCConfig | None = None, *, similarity=None) -> BaselineResult:
     """Generate each example's judged chain and `cfg.n_samples` sampled chains (seeded) with `vlm`,
-    check them (`generation.chain_record`) and score their agreement (`sc_confidences`)."""
+    check them (`generation.chain_record`) and score their agreement (`sc_confidences`) by the
+    step equivalence `sc_equivalence(cfg, examples)`: exact (`ExactSimilarity`; `similarity` is
+    not used) or the `similarity` input at `cfg.threshold` (a `ConfigError` when it is None). The
+    result's `config` records the equivalence used (`equivalence`, never "auto")."""
     cfg = cfg or SCConfig()
+    equivalence = sc_equivalence(cfg, examples)
+    if equivalence == "encoder" and similarity is None:
+        raise ConfigError("baseline 'sc' with the encoder equivalence needs a sentence similarity (BaselineInputs)")
+    if equivalence == "exact":
+        # equal after normalisation scores 1.0, anything else 0.0: any threshold in (0, 1] is "equal"
+        similarity, threshold = ExactSimilarity(), 1.0
+    else:
+        threshold = cfg.threshold
     judged, sampled = judged_and_sampled(vlm, examples, cfg.generation, cfg.n_samples, cfg.temperature, cfg.seed)
     k = cfg.n_samples
     chains = [chain_record(ex, o.text) for ex, o in zip(examples, judged)]
     samples = [[chain_record(ex, o.text) for o in sampled[i * k:(i + 1) * k]] for i, ex in enumerate(examples)]
     costs = [Cost(sequences=1 + k, tokens=judged[i].tokens + sum(o.tokens for o in sampled[i * k:(i + 1) * k]))
              for i in range(len(examples))]
-    records = sc_confidences(chains, samples, similarity, cfg.threshold, costs)
-    return BaselineResult(method="sc", config=cfg.model_dump(mode="json"), examples=tuple(records))
+    records = sc_confidences(chains, samples, similarity, threshold, costs)
+    used = cfg.model_copy(update={"equivalence": equivalence})
+    return BaselineResult(method="sc", config=used.model_dump(mode="json"), examples=tuple(records))

@@ -14,7 +14,9 @@ which baselines (`mmboundary.baselines`) to include, the seeds and the splits.
    are trained once per seed, the SFT model once for all RL ablations) and runs the rest; an
    existing fork is reopened and resumed (its config must be the row's);
 3. reads each pipeline row from its run's `evaluate` stage (`evaluate/metrics.json` and the judged
-   chains `evaluate/chains_<model>_<split>.jsonl`);
+   chains `evaluate/chains_<model>_<split>.jsonl`); the two reference rows (one constant level, a
+   prior level per kind of step) are the vanilla model's judged chains at levels chosen on its
+   train chains (`estimate/chains_train.jsonl`, `evaluation.references`);
 4. runs the baselines on the seed's models (the full run's vanilla model, or its SFT model for
    Multisample), saving each raw `BaselineResult`; the `internal` readouts are computed from the
    estimate stage's saved chains and signals when they cover the split (no model is run);
@@ -36,9 +38,13 @@ baselines that do not apply to the model (DPV/DPS on the tiny model) as `not_app
 
 `build_report(root_dir)` is pure: it reads only the saved JSON (`spec.json`, `results/`,
 `last_run.json`) and computes per split and row the mean and sample standard deviation over seeds
-of ECE, MECE, Acc, F1, AUROC and Brier, the paper's numbers beside the rows that match
-(`PAPER_TABLE`), and findings (which row has the lowest MECE; how each ablation compares with the
-full method). `write_report(report, out_dir)` writes `report.md`, `report.json`, a reliability
+of ECE, MECE, Acc, F1, AUROC, Brier and Brier's parts, each with its 95 % pooled bootstrap
+interval over questions (`protocol.py`, from the per-question scores every result keeps), the
+paired differences of every row with SFT only, the two references and the vanilla model
+(verdicts "better" / "worse" only when the interval excludes 0 and every seed agrees in sign), the
+paper's numbers beside the rows that match (`PAPER_TABLE`), and findings (which row has the lowest
+mean MECE; RL against SFT only; the rows against the references; each ablation against the full
+method, by the same rule). `write_report(report, out_dir)` writes `report.md`, `report.json`, a reliability
 diagram per row and split (step level, seeds pooled; `evaluation.plots.reliability_diagram`) and
 a level histogram per split.
 
@@ -51,8 +57,8 @@ Layout of `root_dir`:
     runs/seed<s>/<row>/          the run of each ablation with its own run (a fork)
     baselines/<row>/seed<s>_<split>.json   raw BaselineResult of each baseline
     locks/seed<s>-<row>.lock     who runs (row, seed) now (flock; released when its process ends)
-    results/<row>/seed<s>.json   RowResult: per split the ConfidenceReport and the (confidence,
-                                 correctness) pairs behind it
+    results/<row>/seed<s>.json   RowResult: per split the ConfidenceReport, the (confidence,
+                                 correctness) pairs behind it and the per-question scores
     report/                      report.md, report.json, reliability_<row>_<split>.png, levels_<split>.png
 
 The modules of this package:
@@ -65,7 +71,8 @@ The modules of this package:
     runners.py              what runs on a seed's runs and models: pipeline rows read from the
                             evaluate stage, baselines, self-correction
     run.py                  run_compare: the seeds, their full runs, forks, locks and rows
-    report_model.py         Report, SplitTable, ReportRow, Stat, COLUMNS, PAPER_TABLE
+    report_model.py         Report, SplitTable, ReportRow, Paired, Stat, COLUMNS, PAPER_TABLE
+    protocol.py             the measurement protocol: intervals, paired differences, the verdict rule
     report.py               build_report (statistics over seeds), write_report
     findings.py             the findings' prose
     markdown.py             render_markdown
@@ -77,26 +84,39 @@ The modules of this package:
 from mmboundary.compare.freshness import MODEL_STAGES, stage_digest
 from mmboundary.compare.main import compare_main
 from mmboundary.compare.markdown import render_markdown
+from mmboundary.compare.protocol import COMPARATORS, PAIRED_METRICS, verdict_word
 from mmboundary.compare.report import build_report, write_report
 from mmboundary.compare.report_model import (
     COLUMNS,
     PAPER_DATASETS,
     PAPER_TABLE,
+    Paired,
     Report,
     ReportRow,
     SplitTable,
     Stat,
 )
-from mmboundary.compare.results import RESULT_FORMAT, RowResult, SplitResult, load_result, result_path, save_result
+from mmboundary.compare.results import (
+    READ_FORMATS,
+    RESULT_FORMAT,
+    RowResult,
+    SplitResult,
+    load_result,
+    result_path,
+    save_result,
+)
 from mmboundary.compare.run import run_compare
 from mmboundary.compare.runners import BaselineRun, CorrectionOutcome, CorrectionRunner, pipeline_row_result
 from mmboundary.compare.spec import BaselineSpec, CompareSpec, CorrectionSpec, load_spec
 
 __all__ = [
     "COLUMNS",
+    "COMPARATORS",
     "MODEL_STAGES",
+    "PAIRED_METRICS",
     "PAPER_DATASETS",
     "PAPER_TABLE",
+    "READ_FORMATS",
     "RESULT_FORMAT",
     "BaselineRun",
     "BaselineSpec",
@@ -104,6 +124,7 @@ __all__ = [
     "CorrectionOutcome",
     "CorrectionRunner",
     "CorrectionSpec",
+    "Paired",
     "Report",
     "ReportRow",
     "RowResult",
@@ -120,5 +141,6 @@ __all__ = [
     "run_compare",
     "save_result",
     "stage_digest",
+    "verdict_word",
     "write_report",
 ]

@@ -1,5 +1,6 @@
 """The comparison on the terminal: per-row progress while `run_compare` runs (`_Display`) and the
-report's tables at the end (`_print_summary`)."""
+report's tables at the end (`_print_summary`: the cells with their intervals, the MECE paired
+differences with their verdicts, the findings, the total time)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from mmboundary.compare.markdown import NO_INTERVAL, paired_cell
 from mmboundary.compare.report_model import COLUMNS, Report, _fmt
 from mmboundary.compare.results import RowResult
 from mmboundary.progress import make_progress, progress_enabled, report_console
@@ -58,15 +60,45 @@ class _Display:
 def _print_summary(report: Report) -> None:
     console = report_console()
     for t in report.tables:
-        table = Table(title=f"comparison {report.name}: {t.split} (mean ± std over seeds)")
+        table = Table(title=f"comparison {report.name}: {t.split} (mean [95 % bootstrap interval over questions] "
+                            f"± std over seeds; {NO_INTERVAL}: no per-question scores)")
         table.add_column("row")
+        table.add_column("seeds", justify="right")
         for _, h, _ in COLUMNS:
             table.add_column(h, justify="right")
         for r in t.rows:
+            label = escape(r.label + (f" {NO_INTERVAL}" if r.without_questions else ""))
             if r.status == "ok":
-                table.add_row(r.label, *[_fmt(r.stats.get(c)) for c, _, _ in COLUMNS])
+                n = max((s.n for s in r.stats.values() if s), default=0)
+                table.add_row(label, f"{n}/{len(report.seeds)}",
+                              *[_fmt(r.stats.get(c), interval=r.intervals.get(c)) for c, _, _ in COLUMNS])
             else:
-                table.add_row(r.label, f"[dim]{r.status.replace('_', ' ')}[/dim]", *[""] * (len(COLUMNS) - 1))
+                table.add_row(label, "", f"[dim]{r.status.replace('_', ' ')}[/dim]", *[""] * (len(COLUMNS) - 1))
         console.print(table)
+        against = list(dict.fromkeys(p.against for p in t.paired))
+        if t.paired and all(p.verdict is None for p in t.paired):
+            why = "the results keep no per-question scores (format /1)" \
+                if all("format /1" in (p.reason or "") for p in t.paired) else escape(t.paired[0].reason or "")
+            console.print(f"  paired differences: none could be measured: {why}", highlight=False)
+        elif against:
+            labels = {p.against: p.against_label for p in t.paired}
+            paired = Table(title=f"{t.split}: MECE paired differences (row minus comparator [95 % interval] "
+                                 "(seed signs) verdict)")
+            paired.add_column("row")
+            for a in against:
+                paired.add_column(escape(f"vs {labels[a]}"))
+            cells: dict[str, dict[str, str]] = {}
+            names = {}
+            for p in t.paired:
+                if p.metric == "mece":
+                    text = "not measured" if p.verdict is None else paired_cell(p).replace("**", "")
+                    cells.setdefault(p.row, {})[p.against] = escape(text)
+                    names[p.row] = p.label
+            for row, by in cells.items():
+                paired.add_row(escape(names[row]), *[by.get(a, "") for a in against])
+            console.print(paired)
         for f in t.findings:
-            console.print(f"  {f}", highlight=False)
+            console.print(f"  {escape(f)}", highlight=False)
+    if report.total_seconds is not None:
+        console.print(f"  rows' recorded time, all rows and seeds: {report.total_seconds / 3600:.2f} h",
+                      highlight=False)

@@ -63,10 +63,14 @@ def _model_dump(cfg, model: str, form: int = 0) -> str | None:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def _pipeline_fingerprint(cfg, model: str, form: int = 0) -> str:
+def _pipeline_fingerprint(cfg, model: str, form: int = 0, levels: str = "model") -> str:
     """What a pipeline row's saved result must match to be reused: the model's part of the run
-    config (`_model_dump`) and the model."""
-    return _fingerprint({"config": _model_dump(cfg, model, form), "model": model})
+    config (`_model_dump`), the model, and for a reference row where its levels come from
+    (`Row.levels`; not part of a model row's fingerprint, so those of earlier results hold)."""
+    data: dict[str, Any] = {"config": _model_dump(cfg, model, form), "model": model}
+    if levels != "model":
+        data["levels"] = levels
+    return _fingerprint(data)
 
 
 def _baseline_fingerprint(b: BaselineSpec, full_cfg, seed: int, splits, form: int = 0) -> str:
@@ -172,7 +176,7 @@ def _reusable_results(root: Path, spec: CompareSpec, rows, seed: int,
                 continue
             run_cfg = full_cfg if not item.own_run or not config_diff(full_cfg, cfg) else cfg
             model = row_model(item, run_cfg)
-            name, fps = item.name, [_pipeline_fingerprint(run_cfg, model, f) for f in _FINGERPRINT_FORMS]
+            name, fps = item.name, [_pipeline_fingerprint(run_cfg, model, f, item.levels) for f in _FINGERPRINT_FORMS]
             statuses: tuple[str, ...] = ("ok",)
         elif kind == "baseline":
             name, statuses = item.row_name, ("ok", "not_applicable")

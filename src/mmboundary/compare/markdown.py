@@ -1,12 +1,16 @@
-"""The report as Markdown (`render_markdown`): a table per split, findings, rows without numbers,
-level shares, MECE by seed, the self-correction rows, the rows' cost, the paper's table and the
-figures."""
+"""The report as Markdown (`render_markdown`): a table per split (cells with their bootstrap
+intervals), findings, rows without numbers, the paired differences, level shares, MECE by seed,
+the self-correction rows, the rows' cost, the paper's table and the figures."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from mmboundary.compare.report_model import COLUMNS, PAPER_TABLE, Report, Stat, _fmt
+from mmboundary.compare.protocol import PAIRED_METRICS
+from mmboundary.compare.report_model import COLUMNS, PAPER_TABLE, Paired, Report, SplitTable, Stat, _fmt
+
+#: Marks a row whose cells have no interval (a seed's result keeps no per-question scores).
+NO_INTERVAL = "†"
 
 
 def _fmt_seconds(stat: Stat | None) -> str:
@@ -21,10 +25,52 @@ def _paper_cell(values: tuple[float, float, float, float] | None) -> str:
     return " / ".join(f"{v:.3f}".lstrip("0") for v in values)
 
 
+def paired_cell(p: Paired | None) -> str:
+    """One paired difference: "-0.021 [-0.030, -0.012] (− − −) **better**"; its reason when it
+    could not be measured."""
+    if p is None:
+        return ""
+    if p.verdict is None:
+        return f"not measured ({p.reason})".replace("|", "/")
+    est = "undefined" if p.estimate is None else f"{p.estimate:+.3f}"
+    iv = f" [{p.low:+.3f}, {p.high:+.3f}]" if p.low is not None and p.high is not None else ""
+    signs = " ".join("?" if d is None else "+" if d > 0 else "−" if d < 0 else "0" for d in p.per_seed)
+    word = f"**{p.verdict}**" if p.verdict in ("better", "worse") else p.verdict
+    return f"{est}{iv} ({signs}) {word}"
+
+
+def _paired_section(table: SplitTable) -> list[str]:
+    """The split's paired differences: one line per (row, comparator), a cell per metric; one
+    sentence instead when none could be measured."""
+    if not table.paired:
+        return []
+    unmeasured = sorted({p.reason or "" for p in table.paired if p.verdict is None})
+    if all(p.verdict is None for p in table.paired):
+        return [f"Paired differences: none could be measured ({len(table.paired)} pairs): "
+                + ("the results keep no per-question scores (format /1; recompute the rows to get them)"
+                   if all("format /1" in r for r in unmeasured) else "; ".join(unmeasured)) + ".", ""]
+    heads = {c: h for c, h, _ in COLUMNS}
+    lines = ["Paired differences (row minus comparator, mean over the common seeds [95 % interval; questions "
+             "resampled, the same for both rows and every seed] (sign of each seed's difference) verdict; "
+             "better / worse only when the interval excludes 0 and every seed agrees in sign; lower MECE, ECE, "
+             "Brier and higher Acc are better):", "",
+             "| row | against | seeds | " + " | ".join(heads[m] for m, _ in PAIRED_METRICS) + " |",
+             "|---|---|---:|" + "---|" * len(PAIRED_METRICS)]
+    groups: dict[tuple[str, str], dict[str, Paired]] = {}
+    for p in table.paired:
+        groups.setdefault((p.row, p.against), {})[p.metric] = p
+    for by_metric in groups.values():
+        first = next(iter(by_metric.values()))
+        lines.append(f"| {first.label} | {first.against_label} | {len(first.seeds) or '-'} | "
+                     + " | ".join(paired_cell(by_metric.get(m)) for m, _ in PAIRED_METRICS) + " |")
+    return lines + [""]
+
+
 def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
-    """The report as Markdown: a table per split (mean ± sample std over seeds, best value of
-    each column in bold), the paper's numbers beside matching rows, findings, rows without
-    numbers and why, the cost of each row, and links to `figures` (file names next to it)."""
+    """The report as Markdown: a table per split (mean [95 % pooled bootstrap interval] ± sample
+    std over seeds, best mean of each column in bold), the paper's numbers beside matching rows,
+    findings, rows without numbers and why, the paired differences with their verdicts, the cost
+    of each row, and links to `figures` (file names next to it)."""
     seeds = ", ".join(str(s) for s in report.seeds)
     lines = [f"# Comparison `{report.name}`", ""]
     lines.append(f"Rebuilt from the saved results in `{report.root}` (no model was run to write it: "
@@ -47,9 +93,19 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
         lines.append("")
         lines.append(f"Last `run_compare`: started {lr.get('started')}, {lr.get('seconds', 0) / 60:.1f} min wall time"
                      + (f"; failed rows: {', '.join(lr['failed'])}" if lr.get("failed") else "") + ".")
-    lines += ["", "Cells: mean ± sample standard deviation over the seeds with a result (n - 1 in the "
-              "denominator; no ± with one seed). ECE: answer level; MECE, AUROC, Brier: step level; "
-              "best mean of each column in bold. Paper: LLaVA-NeXT-7B on A-OKVQA / ScienceQA (in-domain) and "
+    proto = report.protocol
+    lines += ["", "Cells: mean over the seeds with a result [its 95 % pooled bootstrap interval over questions] "
+              "± sample standard deviation over those seeds (n - 1 in the denominator; no ± with one seed). "
+              f"The interval resamples the questions ({proto.get('n_resamples', '?')} resamples, resampling seed "
+              f"{proto.get('seed', '?')}; a question's steps go together; one draw of question ids serves every "
+              "seed): it is how far the mean could move on other questions like these; the ± is how far seeds "
+              f"move it. {NO_INTERVAL} after a row: a seed's result keeps no per-question scores (saved in format "
+              "/1): its cells have no interval, and its paired differences use only the seeds with scores. F1 has no "
+              "interval. "
+              "ECE: answer level; MECE, AUROC, Brier and its parts (reliability: lower is better; resolution: "
+              "higher is better; uncertainty: the steps' base rate, Brier = rel. - res. + unc.): step level; "
+              "the best mean of each column in bold (a ranking of means, not a verdict: see the paired "
+              "differences). Paper: LLaVA-NeXT-7B on A-OKVQA / ScienceQA (in-domain) and "
               "CulturalVQA (OOD), ECE / MECE / Acc / F1 (method.md section 6), beside the rows that match; "
               "they are another model on other data: compare directions, not values.", ""]
     for table in report.tables:
@@ -61,14 +117,16 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
         lines.append("|---|" + "---:|" * len(heads) + "---|" * len(paper_heads))
         ok = [r for r in table.rows if r.status == "ok"]
         best = {}
-        for c, _, _ in COLUMNS:
+        for c, _, direction in COLUMNS:
             vals = [r.stats[c].mean for r in ok if r.stats.get(c)]
-            if vals:
-                best[c] = min(vals) if {x: d for x, _, d in COLUMNS}[c] == "lower" else max(vals)
+            if vals and direction != "none":
+                best[c] = min(vals) if direction == "lower" else max(vals)
         for r in table.rows:
             paper = [_paper_cell(r.paper.get(d)) for d in table.datasets]
+            label = r.label + (f" {NO_INTERVAL}" if r.status == "ok" and r.without_questions else "")
             if r.status == "ok":
-                cells = [_fmt(r.stats.get(c), bold=r.stats.get(c) is not None and r.stats[c].mean == best.get(c))
+                cells = [_fmt(r.stats.get(c), bold=r.stats.get(c) is not None and r.stats[c].mean == best.get(c),
+                              interval=r.intervals.get(c))
                          for c, _, _ in COLUMNS]
                 n = max((s.n for s in r.stats.values() if s), default=0)
                 cells += [_fmt(r.parsed), f"{n}/{len(report.seeds)}"]
@@ -76,7 +134,11 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                 why = (r.reason or "").replace("|", "/")
                 why = why if len(why) <= 80 else why[:77].rstrip() + "... (below)"
                 cells = [f"{r.status.replace('_', ' ')}: {why}"] + [""] * (len(heads) - 1)
-            lines.append(f"| {r.label} | " + " | ".join(cells + paper) + " |")
+            lines.append(f"| {label} | " + " | ".join(cells + paper) + " |")
+        eq = [r for r in table.rows if r.status == "ok" and r.equivalence]
+        if eq:
+            lines += [""] + [f"- {r.label}: a sampled step agrees with a judged one by the step equivalence "
+                             f"**{r.equivalence}** (docs/baselines.md, `sc`)." for r in eq]
         lines += ["", "Findings:", ""] + [f"- {f}" for f in table.findings]
         partial = [r for r in table.rows if r.status == "ok" and r.reason]
         if partial:
@@ -86,6 +148,7 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
             lines += ["", "Rows without numbers:", ""] + [
                 f"- {r.label}: {r.status.replace('_', ' ')}: {r.reason or '-'}" for r in without]
         lines.append("")
+        lines += _paired_section(table)
         shares = [r for r in table.rows if r.status == "ok" and r.level_shares]
         if shares:
             lines += ["Level shares (% of steps at levels 1-5, mean over seeds):", "",
@@ -131,12 +194,24 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
         lines.append("")
     first = report.tables[0] if report.tables else None
     if first:
+        total = report.total_seconds
+        wall = (report.last_run or {}).get("seconds")
         lines += ["## Rows and their cost", "",
-                  "| row | stages reused (first seed) | stages run (first seed) | seconds per seed | note |",
-                  "|---|---|---|---:|---|"]
+                  "Seconds: the wall time each row's result records (a row read from a run: reading it; the full "
+                  "row: its whole run). Total over every row and seed: "
+                  + (f"{total:.0f} s ({total / 3600:.2f} h)" if total is not None else "-")
+                  + (f"; wall time of the last `run_compare`: {wall:.0f} s ({wall / 3600:.2f} h), less than the "
+                     "total when processes share the rows or results are reused" if wall is not None else "")
+                  + ".", "",
+                  "| row | seeds | stages reused (first seed) | stages run (first seed) | seconds per seed | "
+                  "seconds, all seeds | equivalence | note |",
+                  "|---|---:|---|---|---:|---:|---|---|"]
         for r in first.rows:
-            lines.append(f"| {r.label} | {', '.join(r.stages_reused) or '-'} | {', '.join(r.stages_run) or '-'} | "
-                         f"{_fmt_seconds(r.seconds)} | {(r.note or '').replace('|', '/')} |")
+            n = max((s.n for s in r.stats.values() if s), default=0)
+            lines.append(f"| {r.label} | {n}/{len(report.seeds)} | {', '.join(r.stages_reused) or '-'} | "
+                         f"{', '.join(r.stages_run) or '-'} | {_fmt_seconds(r.seconds)} | "
+                         f"{'-' if r.total_seconds is None else f'{r.total_seconds:.0f}'} | {r.equivalence or '-'} | "
+                         f"{(r.note or '').replace('|', '/')} |")
         lines.append("")
     lines += ["## The paper's table (method.md section 6)", "",
               "| paper row | "

@@ -1,7 +1,9 @@
 """The report of a comparison, from its saved results alone: `build_report` (pure: reads
 `spec.json`, `results/` and `last_run.json`; per split and row the mean and sample standard
-deviation over seeds of each column, the paper's numbers beside matching rows, the rows paired
-with the full method, and findings) and `write_report` (Markdown, JSON and figures)."""
+deviation over seeds of each column with its pooled bootstrap interval over questions, the paper's
+numbers beside matching rows, the paired differences of every row with the comparators
+(`compare.protocol`), the rows' MECE paired with the full method by seed, and findings) and
+`write_report` (Markdown, JSON and figures)."""
 
 from __future__ import annotations
 
@@ -15,10 +17,11 @@ from mmboundary.ablations import ROWS
 from mmboundary.compare.figures import write_figures
 from mmboundary.compare.findings import _findings
 from mmboundary.compare.markdown import render_markdown
+from mmboundary.compare.protocol import fill_intervals, paired_table
 from mmboundary.compare.report_model import (
-    COLUMNS,
     PAPER_DATASETS,
     PAPER_TABLE,
+    REPORT_COLUMNS,
     Report,
     ReportRow,
     SplitTable,
@@ -27,6 +30,7 @@ from mmboundary.compare.report_model import (
 from mmboundary.compare.results import RowResult, load_result
 from mmboundary.compare.spec import CompareSpec
 from mmboundary.errors import RunError
+from mmboundary.evaluation.bootstrap import LEVEL, N_RESAMPLES
 from mmboundary.io import atomic_write_text
 
 
@@ -63,11 +67,25 @@ def _pair_with_full(rows: list[ReportRow]) -> None:
         r.lower_than_full = sum(d < 0 for d in diffs)
 
 
-def build_report(root_dir: str | Path) -> Report:
+def _equivalence(have: Sequence[RowResult], split: str) -> str | None:
+    """The step equivalence of an SC row's seeds (`SplitResult.extra`), "not recorded ..." for
+    results from before it was recorded (they used the sentence encoder), None for other rows."""
+    if not any(r.source.get("baseline") == "sc" for r in have):
+        return None
+    found = {r.splits[split].extra.get("equivalence")
+             or "not recorded (saved before it was a setting: the sentence encoder at the threshold)" for r in have}
+    return "; ".join(sorted(found))
+
+
+def build_report(root_dir: str | Path, *, n_resamples: int = N_RESAMPLES, level: float = LEVEL,
+                 seed: int = 0) -> Report:
     """The report of the saved results under `root_dir` (pure: reads JSON only, runs no model).
 
     Rows, seeds and splits are those of `spec.json` (the last `run_compare`); without it, every
-    saved result. A row's columns are the mean and sample std over the seeds whose result is "ok"."""
+    saved result. A row's columns are the mean and sample std over the seeds whose result is "ok",
+    each with its pooled bootstrap interval over questions and every row's paired differences
+    with the comparators (`compare.protocol`; `n_resamples` resamples, coverage `level`,
+    resampling `seed`: the same report from the same files)."""
     root = Path(root_dir)
     results_dir = root / "results"
     if not results_dir.is_dir():
@@ -121,12 +139,16 @@ def build_report(root_dir: str | Path) -> Report:
                            note=next((r.note for r in per.values() if r.note), None))
             if have:
                 reps = [r.splits[split].report for r in have]
-                rr.stats = {c: Stat.of([getattr(rep, c) for rep in reps]) for c, _, _ in COLUMNS}
+                rr.stats = {c: Stat.of([getattr(rep, c) for rep in reps]) for c in REPORT_COLUMNS}
+                fill_intervals(rr, have, split, n_resamples=n_resamples, seed=seed, level=level)
+                rr.equivalence = _equivalence(have, split)
                 rr.parsed = Stat.of([rep.parsed_share for rep in reps])
                 rr.level_shares = {lv: st for lv in range(1, 6)
                                    if (st := Stat.of([rep.level_shares.get(lv, 0.0) for rep in reps
                                                       if rep.level_shares]))}
                 rr.seconds = Stat.of([r.seconds for r in have])
+                rr.total_seconds = round(sum(r.seconds for r in have if r.seconds is not None), 2) \
+                    if rr.seconds else None
                 first = min(have, key=lambda r: r.seed)
                 rr.stages_reused, rr.stages_run = first.stages_reused, first.stages_run
                 if rr.kind == "correction":
@@ -155,8 +177,10 @@ def build_report(root_dir: str | Path) -> Report:
                 rr.reason = "; ".join(sorted(reasons)) if len(reasons) > 1 else (reasons.pop() if reasons else None)
             rows.append(rr)
         _pair_with_full(rows)
-        tables.append(SplitTable(split=split, datasets=PAPER_DATASETS.get(split, ()), rows=rows,
-                                 findings=_findings(split, rows)))
+        paired = paired_table(rows, n_resamples=n_resamples, seed=seed, level=level)
+        tables.append(SplitTable(split=split, datasets=PAPER_DATASETS.get(split, ()), rows=rows, paired=paired,
+                                 findings=_findings(split, rows, paired, n_resamples=n_resamples, seed=seed,
+                                                    level=level)))
     last = None
     if (root / "last_run.json").exists():
         last = json.loads((root / "last_run.json").read_text("utf-8"))
@@ -165,7 +189,10 @@ def build_report(root_dir: str | Path) -> Report:
                   overrides=list(spec.overrides) if spec else [], with_rl=spec.with_rl if spec else True,
                   tables=tables, last_run=last, mixed=_mixed_origins(saved, seeds),
                   unchecked=sum(1 for per in saved.values() for sd, r in per.items()
-                                if sd in seeds and r.status == "ok" and not r.origin))
+                                if sd in seeds and r.status == "ok" and not r.origin),
+                  protocol={"unit": "question", "n_resamples": n_resamples, "level": level, "seed": seed},
+                  total_seconds=round(sum(r.seconds for name in order for sd, r in saved[name].items()
+                                          if sd in seeds and r.seconds is not None), 2))
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:

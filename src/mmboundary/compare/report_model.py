@@ -1,6 +1,7 @@
 """What the comparison's report is made of: its columns (`COLUMNS`), the paper's numbers
 (`PAPER_TABLE`, `PAPER_DATASETS`), and the report itself (`Report` of `SplitTable`s of
-`ReportRow`s, each column a `Stat` over seeds), built by `report.build_report`."""
+`ReportRow`s, each column a `Stat` over seeds with its pooled bootstrap interval, and the
+`Paired` differences between rows), built by `report.build_report`."""
 
 from __future__ import annotations
 
@@ -11,11 +12,23 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-#: The report's columns: (ConfidenceReport field, header, better direction).
-COLUMNS: tuple[tuple[str, str, Literal["lower", "higher"]], ...] = (
+from mmboundary.evaluation.bootstrap import Interval, QuestionScores
+
+#: The report's columns: (name, header, better direction; "none": a property of the data, not of
+#: the confidence). The name is a `ConfidenceReport` field for the first six (the cell's mean is
+#: over the saved reports), and an `evaluation.bootstrap` metric for the Brier score's parts
+#: (reliability: lower is better; resolution: higher; uncertainty: the steps' base rate
+#: p (1 - p), Brier = reliability - resolution + uncertainty), computed from the per-question
+#: scores (none for results of format /1). Every column but F1 is a bootstrap metric and gets an
+#: interval (F1 is a per-question mean of step matching the scores do not hold).
+COLUMNS: tuple[tuple[str, str, Literal["lower", "higher", "none"]], ...] = (
     ("ece", "ECE", "lower"), ("mece", "MECE", "lower"), ("accuracy", "Acc", "higher"),
     ("f1", "F1", "higher"), ("auroc", "AUROC", "higher"), ("brier", "Brier", "lower"),
+    ("brier_reliability", "Brier rel.", "lower"), ("brier_resolution", "Brier res.", "higher"),
+    ("brier_uncertainty", "Brier unc.", "none"),
 )
+#: The columns read from the saved `ConfidenceReport`s; the others come from the questions.
+REPORT_COLUMNS: tuple[str, ...] = ("ece", "mece", "accuracy", "f1", "auroc", "brier")
 #: The paper's results (LLaVA-NeXT-7B; method.md section 6): row -> data set -> ECE, MECE, Acc, F1.
 PAPER_TABLE: dict[str, dict[str, tuple[float, float, float, float]]] = {
     "SaySelf": {"A-OKVQA": (.345, .384, .734, .603), "ScienceQA": (.386, .462, .633, .483),
@@ -85,8 +98,46 @@ class ReportRow(BaseModel):
         "between two rows' means, and the means may be over different seeds).")
     lower_than_full: int | None = Field(
         None, description="On how many of those seeds the row's MECE is below the full method's.")
+    intervals: dict[str, Interval] = Field(
+        default_factory=dict, description="Per column (`COLUMNS` but F1): the mean over seeds and its 95 % "
+        "pooled bootstrap interval over questions (`evaluation.bootstrap.pooled_intervals`); empty when a seed "
+        "with numbers has no per-question scores (`without_questions`).")
+    without_questions: list[int] = Field(
+        default_factory=list, description="Seeds with numbers whose results keep no per-question scores "
+        "(format /1): the row's cells then have no interval, and its paired differences use only the seeds "
+        "with scores.")
+    equivalence: str | None = Field(
+        None, description="SC rows: the step equivalence its samples agreed by ('exact', 'encoder'; "
+        "'not recorded' for results from before it was a setting, which used the encoder).")
+    total_seconds: float | None = Field(None, description="The row's seconds summed over its seeds.")
     step_confidence: list[float] = Field(default_factory=list, exclude=True)
     step_correct: list[int] = Field(default_factory=list, exclude=True)
+    questions: dict[int, list[QuestionScores]] = Field(
+        default_factory=dict, exclude=True, description="Per seed with numbers, its per-question scores.")
+
+
+class Paired(BaseModel):
+    """One row against another on one metric (`report.PAIRED_METRICS`), over the seeds both have
+    per-question scores for: row minus `against` (`evaluation.bootstrap.paired_difference`), its
+    95 % interval, each seed's difference, and the verdict in words: "better" / "worse" when the
+    interval excludes 0 AND every seed's difference has the same sign (lower is better for MECE,
+    ECE and Brier; higher for accuracy), else "no measurable difference". `reason` (verdict
+    None): why it could not be measured (no common seed with per-question scores)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    row: str
+    label: str
+    against: str
+    against_label: str
+    metric: str
+    seeds: list[int] = Field(default_factory=list)
+    estimate: float | None = None
+    low: float | None = None
+    high: float | None = None
+    per_seed: list[float | None] = Field(default_factory=list)
+    verdict: Literal["better", "worse", "no measurable difference"] | None = None
+    reason: str | None = None
 
 
 class SplitTable(BaseModel):
@@ -94,6 +145,9 @@ class SplitTable(BaseModel):
     datasets: tuple[str, ...]
     rows: list[ReportRow]
     findings: list[str]
+    paired: list[Paired] = Field(
+        default_factory=list, description="Each row against the comparators (`report.COMPARATORS`) on "
+        "`report.PAIRED_METRICS`.")
 
 
 class Report(BaseModel):
@@ -114,11 +168,19 @@ class Report(BaseModel):
     mixed: list[str] = Field(default_factory=list)
     #: results with no `origin` (saved before it was recorded): their weights cannot be checked
     unchecked: int = 0
+    #: how the intervals and paired differences were computed: resamples, coverage, resampling seed
+    protocol: dict[str, Any] = Field(default_factory=dict)
+    #: the rows' recorded seconds summed over every row and seed of the report
+    total_seconds: float | None = None
 
 
-def _fmt(stat: Stat | None, bold: bool = False) -> str:
-    """A column's cell: mean ± sample std (no ± for one seed), "-" for none, optionally in bold."""
+def _fmt(stat: Stat | None, bold: bool = False, interval: Interval | None = None) -> str:
+    """A column's cell: mean [95 % interval] ± sample std (no interval without one, no ± for one
+    seed), "-" for none, optionally in bold."""
     if stat is None:
         return "-"
-    text = f"{stat.mean:.3f}" + (f" ± {stat.std:.3f}" if stat.std is not None else "")
+    text = f"{stat.mean:.3f}"
+    if interval is not None and interval.low is not None and interval.high is not None:
+        text += f" [{interval.low:.3f}, {interval.high:.3f}]"
+    text += f" ± {stat.std:.3f}" if stat.std is not None else ""
     return f"**{text}**" if bold else text

@@ -319,7 +319,10 @@ class _SeedRun:
             run = self.full_run
             # the full row costs the full run, whichever process made it
             ran = _complete(self.full_run) if row.name == "full" else []
-            if row.name != "full":
+            if row.levels != "model":
+                note = ("the full run's vanilla chains at reference levels chosen on its train chains "
+                        "(no model run)")
+            elif row.name != "full":
                 note = "a model of the full method's run (no run of its own)" if not row.own_run \
                     else "same config as the full method: its run"
         else:
@@ -338,7 +341,7 @@ class _SeedRun:
                     else str(run.root), "model": model},
             stages_reused=stages_reused, stages_run=ran,
             seconds=_run_seconds(self.full_run) if row.name == "full" else round(time.time() - t0, 2),
-            fingerprint=_pipeline_fingerprint(run.config, model),
+            fingerprint=_pipeline_fingerprint(run.config, model, levels=row.levels),
             origin=_origin(self.digests, depends), note=note)
 
     def _baseline_row(self, b: BaselineSpec) -> None:

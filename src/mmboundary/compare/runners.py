@@ -1,11 +1,16 @@
 """What a comparison runs on a seed's runs and models, row by row:
 
 - a pipeline row's numbers, read from its run's evaluate stage (`pipeline_row_result`; no model
-  is run: the stages themselves are run by `pipeline.run_pipeline`, `_default_pipeline`);
+  is run: the stages themselves are run by `pipeline.run_pipeline`, `_default_pipeline`); the
+  reference rows' levels from the vanilla model's train chains (`_reference_levels`);
 - the baselines on the full run's models (`_RunBaselines`), each split as a `SplitResult`
   (`_baseline_split`);
 - the self-correction rows on the full run's vanilla, SFT or RL model (`_RunCorrections`), with
   the same model's greedy numbers beside them (`_greedy_numbers`, `_correction_split`).
+
+Every split keeps its per-question scores (`SplitResult.questions`, `evaluation.bootstrap`):
+from the judged chains and their levels for level-based rows (`question_scores`), from the
+baseline's per-example confidences for baselines (`baselines.question_scores_of`).
 
 `run_compare` takes the runners as parameters (`BaselineRun`, `CorrectionRunner`) so that its
 orchestration can be tested with stubs.
@@ -36,7 +41,14 @@ from mmboundary.artifacts import (
     resolve_vlm_path,
     reuse_estimate_chains,
 )
-from mmboundary.baselines import BaselineInputs, BaselineResult, baseline_report, internal_confidences
+from mmboundary.baselines import (
+    BaselineInputs,
+    BaselineResult,
+    baseline_report,
+    internal_confidences,
+    question_scores_of,
+    sc_equivalence,
+)
 from mmboundary.compare.results import SplitResult
 from mmboundary.compare.spec import BaselineSpec, CorrectionSpec
 from mmboundary.confidence.fusion import Levels, Normalizer, level_probability
@@ -44,7 +56,15 @@ from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.correction import InternalScorer, SelfCorrector, VLMBackend
 from mmboundary.distributed import make_accelerator
 from mmboundary.errors import RunError
+from mmboundary.evaluation.bootstrap import question_scores
 from mmboundary.evaluation.expressed import chain_levels, confidence_report
+from mmboundary.evaluation.references import (
+    constant_chain_levels,
+    constant_level,
+    kind_prior_chain_levels,
+    kind_table,
+    train_steps,
+)
 from mmboundary.models import clip as model_clip
 from mmboundary.models import factory
 from mmboundary.records import StepSignals
@@ -71,19 +91,52 @@ def _level_pairs(chains, levels) -> dict[str, list]:
     return {"step_confidence": sp, "step_correct": sy, "answer_confidence": ap, "answer_correct": ay}
 
 
+def _reference_levels(kind: str, train, chains) -> tuple[list[list[int]], dict[str, Any]]:
+    """The levels of a reference row (`Row.levels`: "constant" or "kind_prior") for `chains`,
+    chosen on the vanilla model's `train` chains by `evaluation.references` (the functions the
+    evaluate stage uses), and what was chosen (saved in the split's `extra["reference"]`)."""
+    kinds, truths = train_steps(train)
+    if not truths:
+        raise RunError("the vanilla model's train chains have no step with a known truth to choose a "
+                       "reference level on")
+    const = constant_level(truths)
+    fitted: dict[str, Any] = {"levels": kind, "train_steps": len(truths), "train_accuracy": sum(truths) / len(truths),
+                              "constant_level": const}
+    if kind == "constant":
+        return constant_chain_levels(chains, const), fitted
+    table = kind_table(kinds, truths)
+    fitted["kinds"] = [r.model_dump(mode="json") for r in table]
+    return kind_prior_chain_levels(chains, {r.kind: r.level for r in table}, const), fitted
+
+
+def _level_split(report, chains, levels, extra: dict[str, Any] | None = None) -> SplitResult:
+    """A split of a level-based row: its report, the pairs behind it and each question's scores."""
+    return SplitResult(report=report, **_level_pairs(chains, levels),
+                       questions=[question_scores(c, lv) for c, lv in zip(chains, levels)], extra=extra or {})
+
+
 def pipeline_row_result(run, row: Row, seed: int, splits: Sequence[str]) -> dict[str, SplitResult]:
     """The splits of a pipeline row from its run's evaluate stage (no model is run): the
-    ConfidenceReport the evaluate stage wrote for the row's model, and its pairs from the judged
-    chains (expressed levels; for the vanilla model, the estimate stage's internal levels)."""
+    ConfidenceReport the evaluate stage wrote for the row's model, and its pairs and per-question
+    scores from the judged chains (expressed levels; for the vanilla model, the estimate stage's
+    internal levels). A reference row (`Row.levels` not "model") is the vanilla model's judged
+    chains at the reference's levels, fitted on its train chains (`_reference_levels`), with the
+    report computed from them as the evaluate stage computes it (`confidence_report`)."""
     ev = run.require("evaluate")
     metrics = read_metrics(run)
     model = row_model(row, run.config)
     out: dict[str, SplitResult] = {}
+    train = read_chains(run.require("estimate") / "chains_train.jsonl") if row.levels != "model" else None
     for split in splits:
         m = metrics[split].models.get(model) if split in metrics else None
         if m is None:
             continue
         chains = read_chains(ev / f"chains_{model}_{split}.jsonl")
+        if train is not None:
+            levels, fitted = _reference_levels(row.levels, train, chains)
+            out[split] = _level_split(confidence_report(chains, levels, f1=m.f1), chains, levels,
+                                      {"reference": fitted})
+            continue
         if model == "vanilla":
             if m.internal is None:
                 raise RunError(f"{ev}: the evaluate stage scored no internal levels for the vanilla model on "
@@ -96,7 +149,7 @@ def pipeline_row_result(run, row: Row, seed: int, splits: Sequence[str]) -> dict
             report = m.expressed
             if report is None:
                 raise RunError(f"{ev}/metrics.json: no expressed report of {model!r} on {split!r}")
-        out[split] = SplitResult(report=report, **_level_pairs(chains, levels))
+        out[split] = _level_split(report, chains, levels)
     if not out:
         raise RunError(f"{ev}/metrics.json has no {model!r} row for the splits {list(splits)}")
     return out
@@ -105,8 +158,9 @@ def pipeline_row_result(run, row: Row, seed: int, splits: Sequence[str]) -> dict
 # --- baselines on a seed's models ------------------------------------------------------------------
 
 def _baseline_split(result, f1: float | None) -> SplitResult:
-    """A baseline's split: its row's columns (fallbacks counted at their value, `baseline_report`)
-    and the pairs behind them."""
+    """A baseline's split: its row's columns (fallbacks counted at their value, `baseline_report`),
+    the pairs behind them and each question's scores (`question_scores_of`); for SC, the step
+    equivalence its samples agreed by (`extra["equivalence"]`, from the result's config)."""
     rep = baseline_report(result, f1=f1)
     sp, sy, ap, ay = [], [], [], []
     for ex in result.examples:
@@ -119,8 +173,10 @@ def _baseline_split(result, f1: float | None) -> SplitResult:
     extra = {"answer_brier": rep.answer_brier, "fallback_steps": rep.fallback_steps,
              "fallback_answers": rep.fallback_answers, "cost_per_example": rep.cost_per_example,
              "parsed_only": rep.parsed_only.model_dump(mode="json") if rep.parsed_only else None}
+    if result.method == "sc":
+        extra["equivalence"] = result.config.get("equivalence")  # None: a result from before it was recorded
     return SplitResult(report=rep.confidence, step_confidence=sp, step_correct=sy, answer_confidence=ap,
-                       answer_correct=ay, extra=extra)
+                       answer_correct=ay, questions=question_scores_of(result), extra=extra)
 
 
 BaselineRun = Callable[[BaselineSpec, str], tuple[Any, float | None, str | None]]
@@ -169,7 +225,7 @@ class _RunBaselines:
         clip.model.to(make_accelerator(self.cfg.device).device)
         return clip
 
-    def inputs(self, method: str, config):
+    def inputs(self, method: str, config, examples):
         kw: dict[str, Any] = {}
         if method == "internal":
             normalizer, levels = self.fitted()
@@ -180,7 +236,7 @@ class _RunBaselines:
                 kw["clip"] = self._get("clip", self._make_clip)
             if "token_sar" in used:
                 kw["similarity"] = self.similarity()
-        if method in ("sc", "multisample"):
+        if method == "multisample" or (method == "sc" and sc_equivalence(config, examples) == "encoder"):
             kw["similarity"] = self.similarity()
         if method in ("multisample", "dps"):
             shared = self.matcher() if self.cfg.statements.kind == "statement" and \
@@ -215,7 +271,7 @@ class _RunBaselines:
             note = "read out from the estimate stage's saved chains and signals (no model run; cost not counted)"
         else:
             result = baselines.run_baseline(spec.method, self.model(spec.model_name), examples, config,
-                                            self.inputs(spec.method, config))
+                                            self.inputs(spec.method, config, examples))
         f1 = None
         if result.applicable and result.examples:
             f1 = chains_f1([e.chain for e in result.examples], examples, self.matcher(),
@@ -309,4 +365,4 @@ def _correction_split(outcome: CorrectionOutcome, without: dict[str, float | Non
     report = confidence_report(outcome.chains, outcome.levels, f1=outcome.f1)
     gain = None if without.get("accuracy") is None else report.accuracy - without["accuracy"]
     extra = {"without": without, "accuracy_gain": gain, "compute": outcome.compute}
-    return SplitResult(report=report, **_level_pairs(outcome.chains, outcome.levels), extra=extra)
+    return _level_split(report, outcome.chains, outcome.levels, extra)

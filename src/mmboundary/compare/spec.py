@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mmboundary.ablations import ROWS, Row, resolve_row
+from mmboundary.ablations import REFERENCES, ROWS, Row, resolve_row
 from mmboundary.baselines import make_config
 from mmboundary.correction import CorrectionConfig
 from mmboundary.errors import ConfigError
@@ -152,6 +152,10 @@ class CompareSpec(BaseModel):
     - `with_rl`: add the `rl` stage to the full method (the paper's method). False: the full
       method stops at SFT and the rows that need RL are reported unavailable.
     - `methods`, `ablations`: pipeline rows (names or aliases of `ablations.ROWS`).
+    - `references`: the reference rows that know nothing per step (`ablations.REFERENCES`: one
+      constant level, a prior level per kind of step; both read from each seed's full run, no
+      model is run). **[choice]** Default: both, so that every comparison shows what a row must
+      beat; `[]` leaves them out. Every method row is paired with them in the report.
     - `baselines`: `BaselineSpec`s.
     - `corrections`: `CorrectionSpec`s, self-correction rows (default: the vanilla model and the
       full method's model; a row on "rl" is unavailable without the rl stage).
@@ -171,6 +175,7 @@ class CompareSpec(BaseModel):
     ablations: list[str] = Field(default_factory=lambda: [
         "wo_lnlp", "wo_mte", "wo_token_sar", "wo_clip_score", "max_pooling", "wo_mapping",
         "wo_r_ka", "wo_r_ec", "wo_r_cs"])
+    references: list[str] = Field(default_factory=lambda: list(REFERENCES))
     baselines: list[BaselineSpec] = Field(default_factory=_default_baselines)
     corrections: list[CorrectionSpec] = Field(default_factory=_default_corrections)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
@@ -183,12 +188,15 @@ class CompareSpec(BaseModel):
             raise ValueError(f"{v!r}: lower-case letters, digits, '_', '-', '.' only")
         return v
 
-    @field_validator("methods", "ablations")
+    @field_validator("methods", "ablations", "references")
     @classmethod
     def _rows(cls, v: list[str], info) -> list[str]:
         out = []
         for name in v:
             row = resolve_row(name)  # ConfigError for an unknown name
+            if (row.name in REFERENCES) != (info.field_name == "references"):
+                raise ValueError(f"{name!r}: list it under "
+                                 f"{'references' if row.name in REFERENCES else 'methods or ablations'}")
             want = "ablation" if info.field_name == "ablations" else ("method", "reference")
             if (row.kind == "ablation") != (want == "ablation"):
                 raise ValueError(f"{name!r} is {'an ablation' if row.kind == 'ablation' else 'a method'}: "
@@ -221,10 +229,10 @@ class CompareSpec(BaseModel):
         return self
 
     def rows(self) -> list[tuple[str, Row | BaselineSpec | CorrectionSpec]]:
-        """The rows in report order: the vanilla reference, the baselines, the methods, the
-        ablations, the full method, the self-correction rows last. Each as ("pipeline", Row),
-        ("baseline", BaselineSpec) or ("correction", CorrectionSpec)."""
-        chosen = set(self.methods) | set(self.ablations)
+        """The rows in report order: the references (vanilla, constant level, per-kind prior), the
+        baselines, the methods, the ablations, the full method, the self-correction rows last. Each
+        as ("pipeline", Row), ("baseline", BaselineSpec) or ("correction", CorrectionSpec)."""
+        chosen = set(self.methods) | set(self.ablations) | set(self.references)
         pipeline = [ROWS[n] for n in ROWS if n in chosen]
         head = [("pipeline", r) for r in pipeline if r.kind == "reference"]
         rest = [("pipeline", r) for r in pipeline if r.kind != "reference"]

@@ -42,12 +42,15 @@ from pydantic import BaseModel, ConfigDict
 ArrayLike = Sequence[float] | Sequence[bool] | Sequence[int] | np.ndarray
 
 __all__ = [
+    "BrierParts",
     "CalibrationReport",
     "ReliabilityBin",
     "adaptive_ece",
     "auroc",
     "bin_edges",
+    "bin_index",
     "brier",
+    "brier_decomposition",
     "calibration_report",
     "ece",
     "level_shares",
@@ -110,8 +113,9 @@ def bin_edges(n_bins: int = 10) -> np.ndarray:
     return np.arange(n + 1, dtype=float) / n
 
 
-def _bin_index(c: np.ndarray, n_bins: int) -> np.ndarray:
-    """Equal-width bin of every confidence: edge_b <= c < edge_(b+1); 1.0 in the last bin."""
+def bin_index(c: np.ndarray, n_bins: int = 10) -> np.ndarray:
+    """Equal-width bin of every confidence: edge_b <= c < edge_(b+1); 1.0 in the last bin (the
+    binning of every ECE here; `evaluation.bootstrap` bins its resamples with it)."""
     edges = bin_edges(n_bins)
     idx = np.searchsorted(edges, c, side="right") - 1
     return np.clip(idx, 0, n_bins - 1)
@@ -120,7 +124,7 @@ def _bin_index(c: np.ndarray, n_bins: int) -> np.ndarray:
 def _bin_stats(c: np.ndarray, y: np.ndarray, n_bins: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width bin: count, sum of confidences, sum of correctness."""
-    idx = _bin_index(c, n_bins)
+    idx = bin_index(c, n_bins)
     count = np.bincount(idx, minlength=n_bins)
     conf_sum = np.bincount(idx, weights=c, minlength=n_bins)
     acc_sum = np.bincount(idx, weights=y, minlength=n_bins)
@@ -183,6 +187,56 @@ def brier(confidences: ArrayLike, correct: ArrayLike) -> float:
     """Brier score: mean of (confidence - correct)^2; 0 is perfect, 1 the worst."""
     c, y = _validate(confidences, correct)
     return float(np.mean((c - y) ** 2))
+
+
+class BrierParts(BaseModel):
+    """Murphy's (1973) decomposition of the Brier score: `brier = reliability - resolution +
+    uncertainty` (see `brier_decomposition`).
+
+    - `reliability` (lower is better): the mean squared gap between each stated confidence and
+      the accuracy of the predictions that stated it: the calibration part;
+    - `resolution` (higher is better): how far the accuracy of each confidence group is from the
+      overall accuracy: how well the confidences separate right from wrong;
+    - `uncertainty`: ybar (1 - ybar) of the overall accuracy ybar: the data's part, the same for
+      every confidence source on the same predictions.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reliability: float
+    resolution: float
+    uncertainty: float
+
+    @property
+    def brier(self) -> float:
+        """reliability - resolution + uncertainty: the Brier score (up to rounding)."""
+        return self.reliability - self.resolution + self.uncertainty
+
+
+def brier_decomposition(confidences: ArrayLike, correct: ArrayLike) -> BrierParts:
+    """The Brier score's three parts (Murphy 1973), grouped by DISTINCT confidence values.
+
+    **[choice]** The groups k are the distinct confidences f_k (n_k predictions, accuracy o_k;
+    overall accuracy o, N predictions), not equal-width bins:
+
+        reliability = sum_k n_k (f_k - o_k)^2 / N
+        resolution  = sum_k n_k (o_k - o)^2 / N
+        uncertainty = o (1 - o)
+
+    With one forecast per group the identity `brier == reliability - resolution + uncertainty`
+    is exact (no within-bin variance term), which is the case for level confidences (five
+    values p(L)); for continuous confidences every distinct value is its own group, so the
+    identity still holds and the reliability is the "resolution-free" calibration gap.
+    """
+    c, y = _validate(confidences, correct)
+    values, inverse = np.unique(c, return_inverse=True)
+    n_k = np.bincount(inverse).astype(float)
+    o_k = np.bincount(inverse, weights=y) / n_k
+    o = float(np.mean(y))
+    n = float(c.shape[0])
+    return BrierParts(reliability=float(np.sum(n_k * (values - o_k) ** 2) / n),
+                      resolution=float(np.sum(n_k * (o_k - o) ** 2) / n),
+                      uncertainty=o * (1.0 - o))
 
 
 def _average_ranks(values: np.ndarray) -> np.ndarray:

@@ -10,7 +10,10 @@ Columns of `ConfidenceReport`:
 - `accuracy` (Acc): share of chains whose final answer is correct;
 - `ece`: answer level, confidence = p of the chain's last step, correctness = the answer's;
 - `mece`: step level, the same ECE over every step with a confidence and a known truth;
-- `auroc` (step level) and `answer_auroc`, `brier` (step level);
+- `auroc` (step level) and `answer_auroc`, `brier` (step level) and its Murphy decomposition
+  `brier_reliability - brier_resolution + brier_uncertainty` (`calibration.brier_decomposition`:
+  reliability is the calibration part, resolution the discrimination part; None in reports
+  written before they existed, and in the baselines' reports);
 - `level_shares`: share of steps at each level 1..5 (steps with a level only);
 - `parsed_share`: steps with a confidence / all steps: a step whose statement maps to no
   level has none; it is counted here and left out of the other columns, never filled in;
@@ -27,7 +30,7 @@ from collections.abc import Sequence
 from pydantic import BaseModel, ConfigDict
 
 from mmboundary.confidence.fusion import level_probability
-from mmboundary.evaluation.calibration import auroc, brier, ece, level_shares
+from mmboundary.evaluation.calibration import auroc, brier, brier_decomposition, ece, level_shares
 from mmboundary.records import GeneratedChain
 
 
@@ -50,6 +53,9 @@ class ConfidenceReport(BaseModel):
     answers_with_confidence: int
     level_shares: dict[int, float]
     f1: float | None = None
+    brier_reliability: float | None = None
+    brier_resolution: float | None = None
+    brier_uncertainty: float | None = None
 
 
 def chain_levels(chain: GeneratedChain) -> list[int | None]:
@@ -90,6 +96,7 @@ def confidence_report(chains: Sequence[GeneratedChain], levels: Sequence[Sequenc
             answer_p.append(level_probability(int(lv[-1])))
             answer_y.append(int(chain.answer_correct))
     n = len(chains)
+    parts = brier_decomposition(step_p, step_y) if step_p else None
     return ConfidenceReport(
         examples=n,
         accuracy=sum(c.answer_correct for c in chains) / n if n else None,
@@ -105,4 +112,7 @@ def confidence_report(chains: Sequence[GeneratedChain], levels: Sequence[Sequenc
         answers_with_confidence=len(answer_p),
         level_shares=level_shares(all_levels) if all_levels else {},
         f1=f1,
+        brier_reliability=parts.reliability if parts else None,
+        brier_resolution=parts.resolution if parts else None,
+        brier_uncertainty=parts.uncertainty if parts else None,
     )

@@ -1,16 +1,24 @@
 """Stage `evaluate` (method.md section 6): evaluate/chains_<model>_<split>.jsonl and
-evaluate/metrics.json: accuracy and the confidence columns (Acc, ECE, MECE, F1, AUROC, Brier,
-level shares, parsed share) of the vanilla model's internal confidence and of each trained
-model's expressed confidence."""
+evaluate/metrics.json: accuracy and the confidence columns (Acc, ECE, MECE, F1, AUROC, Brier and
+its parts, level shares, parsed share) of the vanilla model's internal confidence and of each
+trained model's expressed confidence, each with its 95 % bootstrap intervals over questions
+(`intervals`), and per split the reference rows (`references`: constant level, step-kind prior;
+`evaluation.references`) on the vanilla model's chains. The per-question scores behind every row
+go to evaluate/scores_<row>_<split>.jsonl, so that `compare` can pair rows question by question
+(docs/measurement.md)."""
 
 from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
+from typing import NamedTuple
 
+from rich.markup import escape
 from rich.table import Table
 
 from mmboundary.artifacts import (
+    SplitReferences,
     chains_f1,
     evaluated_models,
     load_split,
@@ -23,18 +31,101 @@ from mmboundary.artifacts import (
 )
 from mmboundary.confidence.similarity import SentenceSimilarity
 from mmboundary.distributed import is_main_process, make_accelerator, shard_map
+from mmboundary.evaluation.bootstrap import metric_intervals, question_scores
 from mmboundary.evaluation.expressed import chain_levels, confidence_report
 from mmboundary.evaluation.metrics import accuracy_summary
+from mmboundary.evaluation.references import (
+    ConstantReference,
+    KindLevel,
+    KindPriorReference,
+    constant_chain_levels,
+    constant_level,
+    kind_prior_chain_levels,
+    kind_table,
+    train_steps,
+)
 from mmboundary.generation import chain_record, expressed_chain_record, generate_texts
 from mmboundary.io import atomic_write_json
 from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
+from mmboundary.records import GeneratedChain
 from mmboundary.runs import Run
 from mmboundary.stages.common import begin_stage_once
 from mmboundary.stages.estimate import print_signal_table
 from mmboundary.statements.chain_format import parse_chains
 
 log = logging.getLogger("mmboundary.pipeline")
+
+#: The intervals' table: which of `evaluation.bootstrap.METRICS` it shows, under which heading.
+INTERVAL_COLUMNS = (("accuracy", "Acc"), ("ece", "ECE"), ("mece", "MECE"), ("auroc", "AUROC"), ("brier", "Brier"),
+                    ("brier_reliability", "Brier rel"), ("brier_resolution", "Brier res"))
+
+
+class ReferenceChoice(NamedTuple):
+    """The reference rows' levels, chosen once per run on the vanilla model's train steps."""
+
+    level: int
+    train_steps: int
+    train_accuracy: float
+    kinds: tuple[KindLevel, ...]
+
+
+def reference_choice(run: Run) -> ReferenceChoice | None:
+    """The levels of the reference rows (`evaluation.references`) from the estimate stage's train
+    chains of the vanilla model; None, with the reason logged, when there are none to choose on."""
+    path = run.stage_dir("estimate") / "chains_train.jsonl"
+    if not run.is_complete("estimate") or not path.exists():
+        log.info("evaluate: no reference rows (the estimate stage's train chains %s are missing)", path)
+        return None
+    kinds, truths = train_steps(read_chains(path))
+    if not truths:
+        log.warning("evaluate: no reference rows (no train step of %s has a known truth)", path)
+        return None
+    return ReferenceChoice(level=constant_level(truths), train_steps=len(truths),
+                           train_accuracy=sum(truths) / len(truths), kinds=kind_table(kinds, truths))
+
+
+def score_row(out: Path, row: str, split: str, chains: list[GeneratedChain], levels) -> dict:
+    """Write `scores_<row>_<split>.jsonl` (one `QuestionScores` per chain) and return the row's
+    intervals (metric -> estimate, low, high) as metrics.json holds them."""
+    questions = [question_scores(c, lv) for c, lv in zip(chains, levels)]
+    write_jsonl(out / f"scores_{row}_{split}.jsonl", questions)
+    return {k: v.model_dump() for k, v in metric_intervals(questions).items()}
+
+
+def model_row(run: Run, split: str, name: str, chains: list[GeneratedChain], expressed: bool, internal: bool,
+              f1: float | None) -> dict:
+    """A model's row of metrics.json: its accuracy summary, the report of its expressed levels
+    (trained models) or internal levels (the vanilla model when the estimate stage's levels
+    apply: `internal`), F1, and the intervals; writes its per-question scores."""
+    row = {**accuracy_summary(chains)}
+    lv = [[None] * len(c.steps) for c in chains]  # no confidence: a vanilla model without internal levels
+    if expressed:
+        lv = [chain_levels(c) for c in chains]
+        row["expressed"] = confidence_report(chains, lv, f1=f1).model_dump()
+    elif internal:
+        levels = read_step_levels(run.stage_dir("estimate") / f"steps_{split}.jsonl")
+        lv = [[levels.get((c.example_id, i)) for i in range(len(c.steps))] for c in chains]
+        row["internal"] = confidence_report(chains, lv, f1=f1).model_dump()
+    row["f1"] = f1
+    row["intervals"] = score_row(run.stage_dir("evaluate"), name, split, chains, lv)
+    return row
+
+
+def reference_rows(out: Path, split: str, chains: list[GeneratedChain], choice: ReferenceChoice,
+                   f1: float | None) -> dict:
+    """The `references` block of a split: both reference rows on the vanilla model's chains."""
+    const = constant_chain_levels(chains, choice.level)
+    prior = kind_prior_chain_levels(chains, {k.kind: k.level for k in choice.kinds}, choice.level)
+    return SplitReferences(
+        constant=ConstantReference(level=choice.level, train_steps=choice.train_steps,
+                                   train_accuracy=choice.train_accuracy,
+                                   report=confidence_report(chains, const, f1=f1),
+                                   intervals=score_row(out, "constant", split, chains, const)),
+        kind_prior=KindPriorReference(levels=choice.kinds, fallback=choice.level,
+                                      report=confidence_report(chains, prior, f1=f1),
+                                      intervals=score_row(out, "kind_prior", split, chains, prior)),
+    ).model_dump()
 
 
 def stage_evaluate(run: Run) -> dict:
@@ -49,6 +140,7 @@ def stage_evaluate(run: Run) -> dict:
     mapper = None
     loaded: dict[str, object] = {}
     results: dict[str, dict] = {}
+    choice = reference_choice(run) if main else None
     for split in cfg.evaluate.splits:
         if split not in split_names(run):
             log.warning("no %s split; skipped", split)
@@ -82,15 +174,9 @@ def stage_evaluate(run: Run) -> dict:
                     chains = [chain_record(ex, t) for ex, t in zip(examples, texts)]
             write_jsonl(out / f"chains_{name}_{split}.jsonl", chains)
             f1 = chains_f1(chains, examples, matcher, cfg.evaluate.match_threshold)
-            row = {**accuracy_summary(chains)}
-            if expressed:
-                row["expressed"] = confidence_report(chains, [chain_levels(c) for c in chains], f1=f1).model_dump()
-            elif reuse is not None:
-                levels = read_step_levels(run.stage_dir("estimate") / f"steps_{split}.jsonl")
-                lv = [[levels.get((c.example_id, i)) for i in range(len(c.steps))] for c in chains]
-                row["internal"] = confidence_report(chains, lv, f1=f1).model_dump()
-            row["f1"] = f1
-            results[split][name] = row
+            results[split][name] = model_row(run, split, name, chains, expressed, reuse is not None, f1)
+            if name == "vanilla" and choice is not None:
+                results[split]["references"] = reference_rows(out, split, chains, choice, f1)
     models = [m.name for m in evaluated_models(run)]
     if not main:
         return {"splits": list(results), "models": models}
@@ -105,23 +191,55 @@ def stage_evaluate(run: Run) -> dict:
     return {"splits": list(results), "models": models}
 
 
+def _fmt(x) -> str:
+    return "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+
+def _table_rows(results: dict[str, dict]):
+    """(split, row name, metrics row or None, confidence report, intervals) of every model and
+    reference row, in order."""
+    for split, models in results.items():
+        for name, m in models.items():
+            if "answer_accuracy" in m:
+                yield split, name, m, m.get("expressed") or m.get("internal") or {}, m.get("intervals") or {}
+        refs = models.get("references") or {}
+        if refs.get("constant"):
+            r = refs["constant"]
+            yield split, f"ref: constant L{r['level']}", None, r["report"], r["intervals"]
+        if refs.get("kind_prior"):
+            r = refs["kind_prior"]
+            yield split, "ref: kind prior", None, r["report"], r["intervals"]
+
+
 def print_results(results: dict[str, dict]) -> None:
-    """The paper's columns per split and model: Acc, ECE, MECE, F1, AUROC, Brier, the share of
-    steps with a parsed confidence, and the level shares."""
+    """The paper's columns per split and model (and reference row): Acc, ECE, MECE, F1, AUROC,
+    Brier, the share of steps with a parsed confidence, and the level shares; then, when the rows
+    have them, the 95 % bootstrap intervals of the main metrics."""
     table = Table(title="mmboundary evaluation (confidence: vanilla = internal levels, others = expressed)")
     for col in ("split", "model", "Acc", "ECE", "MECE", "F1", "AUROC", "Brier", "parsed", "levels 1-5 (%)"):
         table.add_column(col, justify="left" if col in ("split", "model") else "right")
+    for split, name, m, c, _ in _table_rows(results):
+        shares = c.get("level_shares") or {}
+        levels = " ".join(f"{100 * shares[k]:.0f}" for k in sorted(shares, key=int)) if shares else "-"
+        acc = m["answer_accuracy"] if m is not None else c.get("accuracy")
+        f1 = m.get("f1") if m is not None else c.get("f1")
+        table.add_row(split, name, _fmt(acc), _fmt(c.get("ece")), _fmt(c.get("mece")), _fmt(f1),
+                      _fmt(c.get("auroc")), _fmt(c.get("brier")), _fmt(c.get("parsed_share")), levels)
+    report_console().print(table)
+    print_intervals(results)
 
-    def f(x):
-        return "-" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
-    for split, models in results.items():
-        for name, m in models.items():
-            if "answer_accuracy" not in m:
-                continue
-            c = m.get("expressed") or m.get("internal") or {}
-            shares = c.get("level_shares") or {}
-            levels = " ".join(f"{100 * shares[k]:.0f}" for k in sorted(shares, key=int)) if shares else "-"
-            table.add_row(split, name, f(m["answer_accuracy"]), f(c.get("ece")), f(c.get("mece")), f(m.get("f1")),
-                          f(c.get("auroc")), f(c.get("brier")), f(c.get("parsed_share")), levels)
+def print_intervals(results: dict[str, dict]) -> None:
+    """The 95 % percentile bootstrap intervals over questions, `[low, high]` per metric (nothing
+    printed when no row has intervals)."""
+    rows = [(split, name, iv) for split, name, _, _, iv in _table_rows(results) if iv]
+    if not rows:
+        return
+    table = Table(title=escape("95% bootstrap intervals over questions, [low, high] (docs/measurement.md)"))
+    for col in ("split", "model", *(h for _, h in INTERVAL_COLUMNS)):
+        table.add_column(col, justify="left" if col in ("split", "model") else "right")
+    for split, name, iv in rows:
+        cells = [f"[{_fmt(iv[k]['low'])}, {_fmt(iv[k]['high'])}]" if k in iv and iv[k]["low"] is not None else "-"
+                 for k, _ in INTERVAL_COLUMNS]
+        table.add_row(split, name, *cells)
     report_console().print(table)

@@ -18,7 +18,7 @@ with exact step truth. Modules:
 from mmboundary.answers import extract_answer
 from mmboundary.data.benchmark.annotated import export_annotated, to_annotated
 from mmboundary.data.benchmark.captions import CAPTION_QUESTION, caption_sentences
-from mmboundary.data.benchmark.checker import check_step, evaluate_claim
+from mmboundary.data.benchmark.checker import check_step, claim_type, evaluate_claim
 from mmboundary.data.benchmark.generate import generate_benchmark, generate_examples
 from mmboundary.data.benchmark.language import (
     COLOR_RGB,
@@ -42,7 +42,7 @@ __all__ = [
     "CAPTION_QUESTION", "caption_sentences",
     "COLOR_RGB", "QUESTION_TYPES", "SPLITS", "ArithmeticClaim", "AttributeClaim",
     "BenchmarkSpec", "Claim", "ComparisonClaim", "CountClaim", "FinalClaim", "ObjectRef",
-    "SpatialClaim", "check_step", "draw_scene", "evaluate_claim", "export_annotated",
+    "SpatialClaim", "check_step", "claim_type", "draw_scene", "evaluate_claim", "export_annotated",
     "extract_answer", "generate_benchmark", "generate_examples", "normalize_answer",
     "parse_claim", "question_type", "render_claim", "sample_scene", "to_annotated",
 ]

@@ -85,6 +85,14 @@ def evaluate_claim(claim, scene: Scene | None, answers: Sequence[str] = ()) -> b
     raise TypeError(f"not a claim: {claim!r}")
 
 
+def claim_type(text: str) -> str | None:
+    """The type of the claim a step sentence makes ("count", "attribute", "spatial",
+    "arithmetic", "comparison", "final"), None for a sentence the benchmark's language does not
+    parse: the step kind results are split by."""
+    claim = parse_claim(text)
+    return None if claim is None else claim.type
+
+
 def check_step(text: str, example: Example) -> bool:
     """Whether a (generated) step sentence is a true claim about `example` (False when it is not
     a sentence of the benchmark's language)."""
