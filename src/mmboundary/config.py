@@ -121,6 +121,9 @@ class BaseStageConfig(Section):
         0.5, ge=0, lt=1, description="**[choice]** Share of the base VLM's training items that are "
         "dense captions of train images (every colour and shape count; built-in benchmark only) "
         "instead of question/chain pairs: a perception curriculum, as in LLaVA's alignment stage.")
+    caption_objects: bool = Field(
+        False, description="Captions start with one sentence per object (\"At the top left there is a large "
+        "red circle.\"), as the v2 draft's chains do; v1: count sentences only.")
     vision_init: Literal["clip", "random"] = Field(
         "random", description="'clip': start the VLM's vision tower from the CLIP trained just "
         "before it (as LLaVA starts from a pretrained CLIP ViT) when their shapes match. "

@@ -58,11 +58,31 @@ class SceneObject(_Record):
     row: Row
 
 
+class Difficulty(_Record):
+    """How hard a built-in benchmark image is to see (benchmark v2, `BenchmarkSpec.visibility`).
+
+    - `level`: the index of the visibility level the scene was drawn at (0 = clearest);
+    - `contrast`: each object's colour is background + contrast x (colour - background);
+    - `noise`: standard deviation of the Gaussian noise added to every pixel channel (0-255);
+    - `noise_seed`: the seed of that noise, so that the image is a function of the record;
+    - `blur`: radius of the Gaussian blur applied before the noise (pixels; 0: none).
+    The scene's other difficulty factors are its object count and object sizes.
+    """
+
+    level: int = Field(ge=0)
+    contrast: float = Field(1.0, gt=0, le=1)
+    noise: float = Field(0.0, ge=0)
+    noise_seed: int = Field(0, ge=0)
+    blur: float = Field(0.0, ge=0)
+
+
 class Scene(_Record):
-    """A procedurally drawn image: objects on a 3x3 grid of cells over a background colour."""
+    """A procedurally drawn image: objects on a 3x3 grid of cells over a background colour,
+    drawn at a visibility level (`difficulty`; None on benchmark v1: clear images)."""
 
     objects: tuple[SceneObject, ...]
     background: str = "white"
+    difficulty: Difficulty | None = None
 
 
 # --- Examples -----------------------------------------------------------------------------------

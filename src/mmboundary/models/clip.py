@@ -157,8 +157,9 @@ def build_clip(tokenizer, spec: ClipSpec | None = None, *, seed: int | None = No
         torch.manual_seed(spec.seed if seed is None else seed)
         model = CLIPModel(config)
     model.eval()
-    processor = ClipProcessor(tokenizer=tokenizer, image_processor=_image_processor(spec.image_size),
-                              max_length=spec.max_text_length, end_token_id=end)
+    images = _image_processor(spec.image_size, spec.image_normalization)
+    processor = ClipProcessor(tokenizer=tokenizer, image_processor=images, max_length=spec.max_text_length,
+                              end_token_id=end)
     return Clip(model, processor)
 
 

@@ -83,19 +83,32 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def _image_processor(size: int) -> CLIPImageProcessorPil:
-    """CLIP image processing resized straight to size x size (no crop), CLIP normalisation."""
+#: Image normalisations of the models the project builds: (mean, std) per channel, after
+#: rescaling to [0, 1]. "background": white maps to 0 (an empty cell of the built-in benchmark is a
+#: zero patch, objects a strong deviation from it); "clip": OpenAI CLIP's statistics.
+IMAGE_NORMALIZATIONS: dict[str, tuple[list[float], list[float]]] = {
+    "background": ([1.0, 1.0, 1.0], [0.5, 0.5, 0.5]),
+    "clip": ([0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]),
+}
+
+
+def _image_processor(size: int, normalization: str = "clip") -> CLIPImageProcessorPil:
+    """CLIP image processing resized straight to size x size (no crop), with the named
+    normalisation (`IMAGE_NORMALIZATIONS`)."""
+    mean, std = IMAGE_NORMALIZATIONS[normalization]
     return CLIPImageProcessorPil(
         size={"height": size, "width": size},
         do_resize=True,
         do_center_crop=False,
         crop_size={"height": size, "width": size},
+        image_mean=mean,
+        image_std=std,
     )
 
 
 def _llava_processor(tokenizer, spec: ModelSpec, chat_template: str) -> LlavaProcessor:
     return LlavaProcessor(
-        image_processor=_image_processor(spec.image_size),
+        image_processor=_image_processor(spec.image_size, spec.image_normalization),
         tokenizer=tokenizer,
         patch_size=spec.patch_size,
         vision_feature_select_strategy="default",

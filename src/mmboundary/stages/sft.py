@@ -74,7 +74,7 @@ def stage_sft(run: Run) -> dict:
     if cfg.sft.replay_share > 0:
         n = int(round(len(records) * cfg.sft.replay_share / (1 - cfg.sft.replay_share)))
         replay = caption_replay(load_split(run, "train", cfg.estimate.train_examples), n,
-                                cfg.data.benchmark.colors, cfg.seed)
+                                cfg.data.benchmark.colors, cfg.seed, objects=cfg.base.caption_objects)
     summary = train_sft(cfg, vlm, records, out, acc, replay=replay)
     if acc.is_main_process:
         shutil.rmtree(out / "checkpoints", ignore_errors=True)

@@ -102,11 +102,13 @@ def training_items(cfg: RunConfig, examples: list[Example]) -> list[tuple[Exampl
         by_id = {ex.id: ex for ex in examples}
         n = int(round(len(items) * share / (1 - share)))
         items += [(by_id[c["example_id"]], c["question"], c["response"])
-                  for c in caption_replay(examples, n, cfg.data.benchmark.colors, cfg.seed)]
+                  for c in caption_replay(examples, n, cfg.data.benchmark.colors, cfg.seed,
+                                          objects=cfg.base.caption_objects)]
     return items
 
 
-def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> list[dict[str, Any]]:
+def caption_replay(examples: Sequence[Example], n: int, colors, seed: int,
+                   objects: bool = False) -> list[dict[str, Any]]:
     """`n` dense-caption items (the perception curriculum, no statements) of examples with a
     scene, in the columns of an SFT record: cycling through them when n is at most their number,
     else drawn with a generator seeded by `seed`. Used by `training_items` and, as replay against
@@ -118,7 +120,7 @@ def caption_replay(examples: Sequence[Example], n: int, colors, seed: int) -> li
     picked = [with_scene[i % len(with_scene)] if n <= len(with_scene) else rng.choice(with_scene)
               for i in range(n)]
     return [{"example_id": ex.id, "image": str(ex.image), "question": CAPTION_QUESTION, "choices": None,
-             "response": " ".join(caption_sentences(ex.scene, colors)), "levels": [], "statements": []}
+             "response": " ".join(caption_sentences(ex.scene, colors, objects)), "levels": [], "statements": []}
             for ex in picked]
 
 

@@ -11,6 +11,7 @@ accepted sentences) and evaluates the claim:
   row is neither left nor right, neither above nor below);
 - arithmetic claims: evaluated left to right, by arithmetic alone (the scene is not read);
 - comparison claims: by arithmetic alone; "a is more than b and c" is true when a > b and a > c;
+- object claims: the scene has an object of that size, colour and shape in that cell;
 - final claims: the normalised answer equals one of the example's normalised `answers`.
 
 A sentence that does not parse is not a true claim: False. Perception and spatial claims need
@@ -28,6 +29,7 @@ from mmboundary.data.benchmark.language import (
     ComparisonClaim,
     CountClaim,
     FinalClaim,
+    ObjectClaim,
     SpatialClaim,
     normalize_answer,
     parse_claim,
@@ -66,6 +68,9 @@ def evaluate_claim(claim, scene: Scene | None, answers: Sequence[str] = ()) -> b
         raise ValueError(f"a {claim.type} claim needs a scene to be checked")
     if isinstance(claim, CountClaim):
         return count(scene, claim.of) == claim.n
+    if isinstance(claim, ObjectClaim):
+        return any((o.row, o.column, o.size, o.color, o.shape)
+                   == (claim.row, claim.column, claim.size, claim.color, claim.shape) for o in scene.objects)
     if isinstance(claim, AttributeClaim):
         obj = unique(scene, claim.subject)
         if obj is None:

@@ -26,12 +26,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from mmboundary.data.benchmark.captions import object_claims
 from mmboundary.data.benchmark.language import render_claim
 from mmboundary.data.benchmark.questions import BUILDERS, YES_NO_TYPES
 from mmboundary.data.benchmark.scenes import draw_scene, sample_scene
 from mmboundary.data.benchmark.spec import SPLITS, BenchmarkSpec
 from mmboundary.data.jsonl import write_examples
-from mmboundary.records import Example, ReferenceStep
+from mmboundary.records import Difficulty, Example, ReferenceStep, Scene, StepKind
 
 #: Scenes drawn for one example before giving up (no default question type needs more than a few).
 MAX_ATTEMPTS = 10_000
@@ -39,6 +40,19 @@ MAX_ATTEMPTS = 10_000
 
 def split_seed(spec: BenchmarkSpec, split: str) -> int:
     return spec.seed * 1000 + SPLITS.index(split)
+
+
+def draw_difficulty(rng: random.Random, spec: BenchmarkSpec, split: str) -> Difficulty | None:
+    """The visibility level of the next scene of `split` (None for an ungraded spec: v1). A level
+    is drawn only when the split has several, a noise seed only for a noisy level, so that a
+    spec with one clear level draws exactly what benchmark v1 drew."""
+    if not spec.graded:
+        return None
+    levels = spec.split_levels(split)
+    level = rng.choice(levels) if len(levels) > 1 else levels[0]
+    vis = spec.visibility[level]
+    seed = rng.getrandbits(31) if vis.noise > 0 else 0
+    return Difficulty(level=level, contrast=vis.contrast, noise=vis.noise, noise_seed=seed, blur=vis.blur)
 
 
 def generate_examples(spec: BenchmarkSpec, split: str, image_dir: str | Path,
@@ -80,6 +94,11 @@ def generate_examples(spec: BenchmarkSpec, split: str, image_dir: str | Path,
             raise RuntimeError(f"{split}: no scene suits question type {qtype!r} after "
                                f"{MAX_ATTEMPTS} draws; check the spec")
         question, answer, steps = built
+        if spec.list_objects:
+            steps = [(c, StepKind.perception) for c in object_claims(scene)] + steps
+        difficulty = draw_difficulty(rng, spec, split)
+        if difficulty is not None:
+            scene = Scene(objects=scene.objects, background=scene.background, difficulty=difficulty)
         ex_id = f"{split}-{i:06d}"
         path = image_dir / f"{ex_id}.png"
         draw_scene(scene, spec.image_size, spec.large_fraction, spec.small_fraction).save(

@@ -19,6 +19,9 @@ Claim types and their canonical sentences (what the reference chains contain):
 - `ArithmeticClaim` (reasoning): "2 plus 3 is 5." / "3 minus 1 is 2." / "2 plus 1 plus 2 is 5."
 - `ComparisonClaim` (reasoning): "2 is more than 1." / "1 is less than 3." / "2 is equal to 2."
   / "3 is more than 2 and 1." (more than each of the right-hand numbers).
+- `ObjectClaim` (perception, benchmark v2's chains start with one per object, row-major): the
+  object in one cell, "At the top left there is a large red circle." / "In the center there is a
+  small blue square." (rows top/middle/bottom, columns left/middle/right).
 - `FinalClaim`: "So the answer is X."
 
 Accepted variations (`parse_claim`), all case-insensitive, with extra whitespace and a missing
@@ -151,6 +154,17 @@ class ComparisonClaim(_Claim):
     negated: bool = False
 
 
+class ObjectClaim(_Claim):
+    """"At the top left there is a large red circle.": the object in one cell of the grid."""
+
+    type: Literal["object"] = "object"
+    row: Literal["top", "center", "bottom"]
+    column: Literal["left", "middle", "right"]
+    size: Literal["small", "large"]
+    color: str
+    shape: Literal["circle", "square", "triangle"]
+
+
 class FinalClaim(_Claim):
     """"So the answer is X." (`answer` normalised, see `normalize_answer`)."""
 
@@ -159,12 +173,12 @@ class FinalClaim(_Claim):
 
 
 Claim = Annotated[
-    Union[CountClaim, AttributeClaim, SpatialClaim, ArithmeticClaim, ComparisonClaim, FinalClaim],
+    Union[CountClaim, AttributeClaim, SpatialClaim, ArithmeticClaim, ComparisonClaim, ObjectClaim, FinalClaim],
     Field(discriminator="type"),
 ]
 
 #: Claim types that are perception claims (about the image); the others are reasoning claims.
-PERCEPTION_CLAIMS = (CountClaim, AttributeClaim)
+PERCEPTION_CLAIMS = (CountClaim, AttributeClaim, ObjectClaim)
 
 
 # --- Answer normalisation -----------------------------------------------------------------------
@@ -174,6 +188,7 @@ PERCEPTION_CLAIMS = (CountClaim, AttributeClaim)
 _COLUMN_PHRASE = {"left": "on the left", "middle": "in the middle", "right": "on the right"}
 _ROW_PHRASE = {"top": "at the top", "center": "in the center", "bottom": "at the bottom"}
 _SPATIAL_PHRASE = {"left_of": "left of", "right_of": "right of", "above": "above", "below": "below"}
+_OBJECT_ROW = {"top": "top", "center": "middle", "bottom": "bottom"}
 _COMPARISON_PHRASE = {"more": "more than", "less": "less than", "equal": "equal to"}
 
 
@@ -218,6 +233,11 @@ def render_claim(claim: _Claim) -> str:
     if isinstance(claim, ComparisonClaim):
         neg = "not " if claim.negated else ""
         return f"{claim.left} is {neg}{_COMPARISON_PHRASE[claim.relation]} {_join(claim.right)}."
+    if isinstance(claim, ObjectClaim):
+        what = f"there is a {claim.size} {claim.color} {claim.shape}."
+        if (claim.row, claim.column) == ("center", "middle"):
+            return f"In the center {what}"
+        return f"At the {_OBJECT_ROW[claim.row]} {claim.column} {what}"
     if isinstance(claim, FinalClaim):
         return f"So the answer is {claim.answer}."
     raise TypeError(f"not a claim: {claim!r}")
@@ -332,6 +352,9 @@ _COMPARISON_PATTERNS = [
     _c(rf"(?P<l>{_NUM}) (?P<rel>equals|=) (?P<r>{_NUM})(?P<not>)"),
 ]
 
+_OBJECT_PATTERN = _c(
+    r"(?:at the (?P<row>top|middle|bottom) (?P<col>left|middle|right)|in the (?:center|middle)),? there is an? "
+    rf"(?P<size>small|large|little|big) (?P<color>{'|'.join(COLOR_RGB)}) (?P<shape>circle|square|triangle)")
 _FINAL_PATTERN = _c(r"(?:(?:so|thus|therefore|hence),? )?the (?:final )?answer is:? (?P<a>.+)")
 
 
@@ -340,7 +363,7 @@ def _numbers(text: str) -> tuple[int, ...]:
 
 
 def parse_claim(text: str) -> CountClaim | AttributeClaim | SpatialClaim | ArithmeticClaim \
-        | ComparisonClaim | FinalClaim | None:
+        | ComparisonClaim | ObjectClaim | FinalClaim | None:
     """The claim a sentence states, or None when it is not a sentence of the language."""
     s = _normalize(text)
     if not s:
@@ -350,6 +373,12 @@ def parse_claim(text: str) -> CountClaim | AttributeClaim | SpatialClaim | Arith
     if m:
         answer = normalize_answer(m.group("a"))
         return FinalClaim(answer=answer) if answer else None
+
+    m = _OBJECT_PATTERN.match(s)
+    if m:
+        row = {"top": "top", "middle": "center", "bottom": "bottom", None: "center"}[m.group("row")]
+        return ObjectClaim(row=row, column=m.group("col") or "middle", size=_SIZE_WORDS[m.group("size")],
+                           color=m.group("color"), shape=m.group("shape"))
 
     for pattern in _COUNT_PATTERNS:
         m = pattern.match(s)

@@ -9,6 +9,13 @@ no anti-aliasing, no jitter, no noise: the images are meant to be easy to see fo
 few million parameters. Colours are the clear RGB values of `COLOR_RGB`; backgrounds are
 `BACKGROUND_RGB` (white in distribution, light grey out of distribution).
 
+**[choice]** Visibility (benchmark v2). A scene drawn at a visibility level (`scene.difficulty`)
+has its object colours pulled toward the background (`contrast`: colour = background + contrast
+x (colour - background), rounded), is blurred (PIL's Gaussian blur of radius `blur`), and
+Gaussian noise of standard deviation `noise` added to each
+channel of each pixel, background included, then clipped to 0..255 and rounded; the noise is drawn
+from `numpy.random.default_rng(noise_seed)`, so the image is a function of the record.
+
 **[choice]** Sampling. The number of objects is uniform in [min, max]; their cells are a uniform
 sample without replacement of the 9 cells; each object's (colour, shape) pair is uniform over
 the allowed pairs (the palette times the three shapes, minus the held-out pairs in distribution;
@@ -21,7 +28,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 
-from PIL import Image, ImageDraw
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
 
 from mmboundary.data.benchmark.language import COLOR_RGB, COLUMNS, ROWS, SHAPES, SIZES, ObjectRef
 from mmboundary.records import Scene, SceneObject
@@ -52,10 +60,28 @@ def sample_scene(rng: random.Random, n_objects: int, pairs: Sequence[tuple[str, 
     return Scene(objects=tuple(o for _, o in objects), background=background)
 
 
+def faded(color: tuple[int, int, int], background: tuple[int, int, int],
+          contrast: float) -> tuple[int, int, int]:
+    """A colour pulled toward the background: background + contrast x (colour - background)."""
+    return tuple(round(b + contrast * (c - b)) for c, b in zip(color, background))
+
+
+def add_noise(image: Image.Image, sigma: float, seed: int) -> Image.Image:
+    """The image with Gaussian noise of standard deviation `sigma` (0-255 scale) added to every
+    channel of every pixel, clipped and rounded; `sigma` 0 returns the image unchanged."""
+    if sigma <= 0:
+        return image
+    pixels = np.asarray(image, dtype=np.float64)
+    noise = np.random.default_rng(seed).normal(0.0, sigma, size=pixels.shape)
+    return Image.fromarray(np.clip(np.rint(pixels + noise), 0, 255).astype(np.uint8), "RGB")
+
+
 def draw_scene(scene: Scene, image_size: int = 48, large_fraction: float = 0.85,
                small_fraction: float = 0.5) -> Image.Image:
-    """The RGB image of a scene."""
-    image = Image.new("RGB", (image_size, image_size), BACKGROUND_RGB[scene.background])
+    """The RGB image of a scene, at its visibility level when it has one."""
+    background = BACKGROUND_RGB[scene.background]
+    contrast = scene.difficulty.contrast if scene.difficulty is not None else 1.0
+    image = Image.new("RGB", (image_size, image_size), background)
     draw = ImageDraw.Draw(image)
     edges = [round(k * image_size / 3) for k in range(4)]
     for obj in scene.objects:
@@ -66,7 +92,7 @@ def draw_scene(scene: Scene, image_size: int = 48, large_fraction: float = 0.85,
         left = x0 + (x1 - x0 - side) // 2
         top = y0 + (y1 - y0 - side) // 2
         box = (left, top, left + side - 1, top + side - 1)
-        fill = COLOR_RGB[obj.color]
+        fill = COLOR_RGB[obj.color] if contrast == 1.0 else faded(COLOR_RGB[obj.color], background, contrast)
         if obj.shape == "circle":
             draw.ellipse(box, fill=fill)
         elif obj.shape == "square":
@@ -74,6 +100,10 @@ def draw_scene(scene: Scene, image_size: int = 48, large_fraction: float = 0.85,
         else:
             draw.polygon([((box[0] + box[2]) / 2, box[1]), (box[0], box[3]), (box[2], box[3])],
                          fill=fill)
+    if scene.difficulty is not None:
+        if scene.difficulty.blur > 0:
+            image = image.filter(ImageFilter.GaussianBlur(scene.difficulty.blur))
+        image = add_noise(image, scene.difficulty.noise, scene.difficulty.noise_seed)
     return image
 
 
@@ -96,4 +126,5 @@ def unique(scene: Scene, ref: ObjectRef) -> SceneObject | None:
     return found[0] if len(found) == 1 else None
 
 
-__all__ = ["BACKGROUND_RGB", "SHAPES", "count", "draw_scene", "matches", "sample_scene", "unique"]
+__all__ = ["BACKGROUND_RGB", "SHAPES", "add_noise", "count", "draw_scene", "faded", "matches", "sample_scene",
+           "unique"]

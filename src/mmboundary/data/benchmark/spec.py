@@ -28,11 +28,24 @@ QUESTION_TYPES: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "test", "ood")
 
 
+class VisibilityLevel(BaseModel):
+    """How clearly a scene is drawn (see `scenes.draw_scene`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    contrast: float = Field(1.0, gt=0, le=1, description="Object colour = background + contrast x (colour - bg).")
+    noise: float = Field(0.0, ge=0, le=255, description="Standard deviation of the per-pixel Gaussian noise (0-255).")
+    blur: float = Field(0.0, ge=0, le=16, description="Radius of the Gaussian blur applied before the noise (pixels).")
+
+
+
+
 class BenchmarkSpec(BaseModel):
     """How to draw the built-in benchmark (train, test and out-of-distribution splits)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    name: str = Field("v1", min_length=1, description="Version name; a changed spec is a new name (docs/benchmark.md).")
     seed: int = Field(0, ge=0, description="Base seed; split k draws from Random(seed*1000+k).")
     n_train: int = Field(2000, ge=0, description="Number of training examples.")
     n_test: int = Field(300, ge=0, description="Number of in-distribution test examples.")
@@ -56,6 +69,17 @@ class BenchmarkSpec(BaseModel):
         0.85, gt=0, le=1, description="Side of a large object's box as a fraction of the cell.")
     small_fraction: float = Field(
         0.5, gt=0, le=1, description="Side of a small object's box as a fraction of the cell.")
+    visibility: tuple[VisibilityLevel, ...] = Field(
+        (VisibilityLevel(),), min_length=1,
+        description="Visibility levels (contrast, blur, noise), clearest first; one clear level: v1, ungraded.")
+    levels: tuple[int, ...] = Field(
+        (0,), min_length=1, description="Indices of `visibility` drawn for train/test scenes, uniformly.")
+    train_levels: tuple[int, ...] | None = Field(
+        None, description="Indices of `visibility` drawn for train scenes (None: `levels`, as test).")
+    ood_levels: tuple[int, ...] = Field(
+        (0,), min_length=1, description="Indices of `visibility` drawn for OOD scenes, uniformly.")
+    list_objects: bool = Field(
+        False, description="Reference chains start with one ObjectClaim step per object, row-major (v2 draft).")
     question_types: tuple[QuestionType, ...] = Field(
         QUESTION_TYPES,
         description="Question types drawn, in equal shares per split (see questions.py).")
@@ -84,6 +108,10 @@ class BenchmarkSpec(BaseModel):
         for name in ("background", "ood_background"):
             if getattr(self, name) not in BACKGROUND_RGB:
                 raise ValueError(f"{name}: unknown background; known: {sorted(BACKGROUND_RGB)}")
+        for name in ("levels", "ood_levels", "train_levels"):
+            bad = [i for i in getattr(self, name) or () if not 0 <= i < len(self.visibility)]
+            if bad:
+                raise ValueError(f"{name}: {bad} not an index of visibility (0..{len(self.visibility) - 1})")
         if not self.question_types:
             raise ValueError("question_types: empty")
         need = {"most_color": 3, "compare_colors": 2, "sum_colors": 2}
@@ -102,6 +130,18 @@ class BenchmarkSpec(BaseModel):
             return pairs
         held = set(self.held_out_pairs)
         return tuple(p for p in pairs if p not in held)
+
+    def split_levels(self, split: str) -> tuple[int, ...]:
+        """The visibility levels a split's scenes are drawn at."""
+        if split == "train" and self.train_levels is not None:
+            return self.train_levels
+        return self.ood_levels if split == "ood" else self.levels
+
+    @property
+    def graded(self) -> bool:
+        """Whether scenes record their visibility level (more than one level is defined): False
+        for benchmark v1, whose images are all clear."""
+        return len(self.visibility) > 1
 
     def n_examples(self, split: str) -> int:
         return {"train": self.n_train, "test": self.n_test, "ood": self.n_ood}[split]
