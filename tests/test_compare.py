@@ -108,7 +108,10 @@ def test_unavailable_rows_say_why():
 def test_default_spec_file_is_the_builtin_default():
     spec = load_spec(REPO / "configs" / "compare" / "default.yaml")
     assert spec == CompareSpec()
-    assert spec.seeds == [0, 1, 2] and spec.with_rl
+    assert spec.seeds == [0, 1, 2] and spec.method_seeds == [0, 1, 2, 3, 4] and spec.with_rl
+    seeds = spec.row_seeds()  # issue 21: the method and reference rows on 5 seeds, the others on 3
+    assert all(seeds[r] == [0, 1, 2, 3, 4] for r in spec.methods + spec.references)
+    assert {tuple(v) for r, v in seeds.items() if r not in spec.methods + spec.references} == {(0, 1, 2)}
     names = spec.row_names()
     assert names[0] == "vanilla" and names[-3:] == ["full", "self-correct-vanilla", "self-correct-rl"]
     assert "dpv" not in names and "dps" not in names  # they do not apply to the tiny model
@@ -131,6 +134,43 @@ def test_spec_errors_name_the_key(tmp_path):
     bad.write_text("colour: red\n")
     with pytest.raises(ConfigError, match="colour"):
         load_spec(bad)
+    bad.write_text("seeds: [0, 1, 2]\nmethod_seeds: [0, 1, 3, 4]\n")  # not a superset of seeds
+    with pytest.raises(ConfigError, match=r"key 'method_seeds'.*\[2\] missing"):
+        load_spec(bad)
+    bad.write_text("method_seeds: [0, 1]\n")  # seeds: the default [0, 1, 2]
+    with pytest.raises(ConfigError, match="method_seeds.*include every seed"):
+        load_spec(bad)
+    bad.write_text("seeds: [0]\nmethod_seeds: [0, 0, 1]\n")
+    with pytest.raises(ConfigError, match="method_seeds must be distinct"):
+        load_spec(bad)
+
+
+def test_specs_without_method_seeds_load_unchanged(tmp_path, no_models):
+    """A spec written before `method_seeds` existed runs every row on its `seeds`, as it did: the
+    preview, any spec that sets `seeds`, and the committed comparison's spec.json, whose report
+    rebuilds with every row on seeds 0-2. A spec that sets neither key is the built-in default."""
+    import shutil
+
+    preview = load_spec(REPO / "configs" / "compare" / "preview.yaml")
+    assert preview.method_seeds is None and preview.all_seeds() == [0]
+    assert set(map(tuple, preview.row_seeds().values())) == {(0,)}
+    old = tmp_path / "old.yaml"
+    old.write_text("seeds: [3, 5]\nmethods: [full]\nablations: [wo_r_ka]\n")
+    spec = load_spec(old)
+    assert spec.method_seeds is None and spec.all_seeds() == [3, 5]
+    assert set(map(tuple, spec.row_seeds().values())) == {(3, 5)}
+    old.write_text("methods: [full]\n")
+    assert load_spec(old).method_seeds == [0, 1, 2, 3, 4]  # the built-in default's
+    committed = REPO / "docs" / "results" / "compare-default"
+    saved = CompareSpec.model_validate_json((committed / "spec.json").read_text())
+    assert "method_seeds" not in json.loads((committed / "spec.json").read_text()) and saved.method_seeds is None
+    root = tmp_path / "cmp"
+    shutil.copytree(committed, root, ignore=shutil.ignore_patterns("report"))
+    report = build_report(root)
+    assert report.seeds == [0, 1, 2] and report.method_seeds is None and report.all_seeds() == [0, 1, 2]
+    assert all(r.spec_seeds == [0, 1, 2] for t in report.tables for r in t.rows)
+    md = render_markdown(report)
+    assert "Seeds: 0, 1, 2 (3; training seeds, the same data)." in md and "| 3/3 |" in md
 
 
 # --- the report from saved results ----------------------------------------------------------------
@@ -509,6 +549,66 @@ def test_run_compare_orchestration(tmp_path, no_models):
     md = (root / "report" / "report.md").read_text()
     assert "## Self-correction" in md and f"{100 * row.correction['acc_gain'].mean:.1f} pts" in md
     assert json.loads((root / "last_run.json").read_text())["failed"] == []
+
+
+def test_method_seeds_run_the_method_and_reference_rows_on_more_seeds(tmp_path, no_models):
+    """With `method_seeds`, the method and reference rows run on those seeds, the ablations,
+    baselines and self-correction rows on `seeds` only; the report counts each row's seeds out of
+    its own, pairs rows over the seeds both have, and leaves out results of seeds a row does not
+    run on."""
+    spec = CompareSpec(methods=["vanilla", "sft_only", "full"], ablations=["wo_r_ka"],
+                       baselines=[BaselineSpec(method="sc")], corrections=[CorrectionSpec(model="vanilla")],
+                       seeds=[0], method_seeds=[1, 0])
+    assert spec.all_seeds() == [0, 1]  # every row's seeds first
+    root = tmp_path / "cmp"
+    pipe, bcalls, ccalls = StubPipeline(), [], []
+    results = run_compare(spec, root, pipeline_runner=pipe, baseline_runner=_stub_baselines(bcalls),
+                          correction_runner=_stub_corrections(ccalls))
+    ran = {(r.row, r.seed) for r in results}
+    method_rows = ("vanilla", "constant_level", "kind_prior", "sft_only", "full")
+    assert ran == {(row, s) for row in method_rows for s in (0, 1)} | {
+        (row, 0) for row in ("wo_r_ka", "sc", "self-correct-vanilla")}
+    assert all(r.status == "ok" for r in results), {(r.row, r.seed): r.reason for r in results if r.reason}
+    assert {c[1] for c in bcalls} == {c[1] for c in ccalls} == {0}
+    assert {run for run, _ in pipe.calls} == {"seed0/full", "seed0/wo_r_ka", "seed1/full"}  # no seed 1 fork
+    assert not (root / "runs" / "seed1" / "wo_r_ka").exists() and not result_path(root, "sc", 1).exists()
+    assert json.loads((root / "last_run.json").read_text())["method_seeds"] == [1, 0]
+    # a second call reuses every result and opens no run
+    import shutil
+
+    shutil.rmtree(root / "runs")
+
+    def no_pipeline(run):
+        raise AssertionError(f"{run.root}: nothing should run")
+
+    again = run_compare(spec, root, pipeline_runner=no_pipeline, baseline_runner=_stub_baselines(bcalls),
+                        correction_runner=_stub_corrections(ccalls))
+    assert {(r.row, r.seed) for r in again} == ran and len(bcalls) == 2 and len(ccalls) == 2
+    # a result of a seed the row does not run on (e.g. an earlier spec's) is not in the report
+    save_result(root, load_result(result_path(root, "wo_r_ka", 0)).model_copy(update={"seed": 1}))
+    report = build_report(root, n_resamples=50)
+    assert report.seeds == [0] and report.method_seeds == [1, 0] and report.all_seeds() == [0, 1]
+    test = {r.row: r for r in report.tables[0].rows}
+    assert test["full"].spec_seeds == test["constant_level"].spec_seeds == [0, 1] and test["full"].seeds == [0, 1]
+    assert test["wo_r_ka"].spec_seeds == test["sc"].spec_seeds == [0] and test["wo_r_ka"].seeds == [0]
+    assert test["wo_r_ka"].stats["mece"].n == 1 and test["wo_r_ka"].seed_status == {0: "ok"}
+    assert test["sc"].seed_status == {0: "ok"}  # seed 1 is not "not run": the spec does not run it there
+    assert report.total_seconds == pytest.approx(sum(r.seconds for r in results if r.seconds is not None))
+    paired = {(p.row, p.against): p.seeds for p in report.tables[0].paired if p.metric == "mece"}
+    assert paired[("full", "sft_only")] == [0, 1] and paired[("full", "vanilla")] == [0, 1]
+    assert paired[("wo_r_ka", "sft_only")] == paired[("sc", "constant_level")] == [0]  # the common seeds
+    assert test["wo_r_ka"].mece_vs_full.n == 1 and test["sft_only"].mece_vs_full.n == 2
+    md = render_markdown(report)
+    assert "Seeds: 0, 1 (2; training seeds, the same data): the method and reference rows on all of them, " \
+        "the ablations, baselines and self-correction rows on 0 (1)." in md
+    table = md.split("## test (in-domain)")[1].split("Findings:")[0]
+    assert "| 2/2 |" in next(x for x in table.splitlines() if x.startswith("| MMBoundary (full) |"))
+    assert "| 1/1 |" in next(x for x in table.splitlines() if x.startswith("| w/o R_KA |"))
+    by_seed = md.split("## test (in-domain)")[1].split("MECE by seed")[1].split("\n\n")[1]
+    assert "| row | seed 0 | seed 1 |" in by_seed
+    assert next(x for x in by_seed.splitlines() if x.startswith("| w/o R_KA |")).split(" | ")[2] == "-"
+    cost = md.split("## Rows and their cost")[1].split("## ")[0]
+    assert "| MMBoundary (full) | 2/2 |" in cost and "| w/o R_KA | 1/1 |" in cost
 
 
 def test_run_compare_records_a_failed_row_and_goes_on(tmp_path, no_models):

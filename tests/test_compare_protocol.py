@@ -252,3 +252,35 @@ def test_the_references_are_in_every_default_spec_and_listed_apart(tmp_path):
     with pytest.raises(ConfigError, match="list it under methods or ablations"):
         load_spec(bad)
     assert CompareSpec(references=[]).row_names()[0] == "vanilla"
+
+
+def test_paired_differences_use_the_seeds_both_rows_have(tmp_path):
+    """Method rows on 5 seeds (`method_seeds`), an ablation on 3: the ablation is paired with SFT
+    only over seeds 0-2, the full method over all 5 (its seeds 3-4 reverse the sign: no verdict);
+    a result of a seed the ablation does not run on (an earlier spec's) is left out."""
+    spec = CompareSpec(methods=["sft_only", "full"], ablations=["wo_r_ka"], references=[], baselines=[],
+                       corrections=[], seeds=[0, 1, 2], method_seeds=[0, 1, 2, 3, 4], splits=["test"])
+    root = tmp_path / "cmp"
+    root.mkdir()
+    (root / "spec.json").write_text(spec.model_dump_json())
+    for s in range(5):
+        _save(root, "sft_only", "MMBoundary w/o RL (SFT only)", "method", s, lambda y, s=s: 0.9 if s < 3 else 0.5)
+        _save(root, "full", "MMBoundary (full)", "method", s, lambda y: 0.9 if y else 0.1)
+    for s in range(4):  # seed 3: not one of the ablation's seeds
+        _save(root, "wo_r_ka", "w/o R_KA", "ablation", s, lambda y, s=s: 0.7 if s < 3 else 0.1)
+    rep = build_report(root, n_resamples=200)
+    rows = _rows(rep)
+    assert rows["wo_r_ka"].seeds == rows["wo_r_ka"].spec_seeds == [0, 1, 2]
+    assert rows["full"].spec_seeds == [0, 1, 2, 3, 4] and rows["wo_r_ka"].stats["mece"].mean == pytest.approx(0.2)
+    wo = _paired(rep, "wo_r_ka", "sft_only", "mece")
+    assert wo.seeds == [0, 1, 2] and wo.per_seed == pytest.approx([-0.2] * 3) and wo.verdict == "better"
+    full = _paired(rep, "full", "sft_only", "mece")
+    assert full.seeds == [0, 1, 2, 3, 4] and full.per_seed == pytest.approx([-0.3] * 3 + [0.1] * 2)
+    assert full.verdict == "no measurable difference"
+    assert _paired(rep, "wo_r_ka", "sft_only", "accuracy").seeds == [0, 1, 2]
+    finding = next(f for f in rep.tables[0].findings if f.startswith("RL vs SFT only"))
+    assert "5 seeds" in finding
+    md = render_markdown(rep)
+    section = md.split("Paired differences (row minus comparator")[1]
+    assert next(x for x in section.splitlines() if x.startswith("| w/o R_KA |")).split(" | ")[2] == "3"
+    assert next(x for x in section.splitlines() if x.startswith("| MMBoundary (full) |")).split(" | ")[2] == "5"

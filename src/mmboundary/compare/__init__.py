@@ -3,9 +3,11 @@ over seeds, and a report rebuilt from saved results alone.
 
 A comparison is described by a `CompareSpec` (YAML, e.g. `configs/compare/default.yaml`): the base
 run config and overrides, which pipeline rows (methods and ablations, `mmboundary.ablations`) and
-which baselines (`mmboundary.baselines`) to include, the seeds and the splits.
+which baselines (`mmboundary.baselines`) to include, the seeds (`seeds` for every row,
+`method_seeds` for the method and reference rows: a superset) and the splits.
 
-`run_compare(spec, root_dir)`, for each seed:
+`run_compare(spec, root_dir)`, for each seed (`spec.seeds`, then the further `method_seeds`, each
+with only the rows that run on it):
 
 1. creates (or reopens) the **full method's run** `runs/seed<s>/full` (the base config, `seed=<s>`,
    the `rl` stage added: `ablations.full_overrides`) and runs its missing stages;

@@ -4,7 +4,7 @@ differences with their verdicts, the findings, the total time)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from rich.console import Console
 from rich.markup import escape
@@ -20,11 +20,14 @@ class _Display:
     """Per-row progress (a rich progress bar per row, advanced per seed when attached to a
     terminal) and one line per finished row and seed on stderr."""
 
-    def __init__(self, rows: Sequence[tuple[str, str]], seeds: int):
+    def __init__(self, rows: Sequence[tuple[str, str]], seeds: int | Mapping[str, int]):
+        """`rows`: (name, label); `seeds`: how many seeds each row runs on (by name, or one count)."""
         self.console = Console(stderr=True)
         self.enabled = progress_enabled()
         self.progress = make_progress()
-        self.tasks = {name: self.progress.add_task(escape(label), total=seeds, info="waiting") for name, label in rows}
+        totals = {name: seeds if isinstance(seeds, int) else seeds[name] for name, _ in rows}
+        self.tasks = {name: self.progress.add_task(escape(label), total=totals[name], info="waiting")
+                      for name, label in rows}
 
     def __enter__(self):
         self.progress.__enter__()
@@ -70,7 +73,7 @@ def _print_summary(report: Report) -> None:
             label = escape(r.label + (f" {NO_INTERVAL}" if r.without_questions else ""))
             if r.status == "ok":
                 n = max((s.n for s in r.stats.values() if s), default=0)
-                table.add_row(label, f"{n}/{len(report.seeds)}",
+                table.add_row(label, f"{n}/{len(r.spec_seeds or report.seeds)}",
                               *[_fmt(r.stats.get(c), interval=r.intervals.get(c)) for c, _, _ in COLUMNS])
             else:
                 table.add_row(label, "", f"[dim]{r.status.replace('_', ' ')}[/dim]", *[""] * (len(COLUMNS) - 1))

@@ -28,7 +28,9 @@ def compare_main(spec_path: str | Path | None, root_dir: str | Path | None, repo
     root = Path(root_dir) if root_dir is not None else Path("runs") / f"compare-{spec.name}"
     err = Console(stderr=True)
     if not report_only:
-        err.print(f"comparison {spec.name}: {len(spec.rows())} rows x {len(spec.seeds)} seeds into {root}")
+        more = len(spec.all_seeds()) - len(spec.seeds)
+        err.print(f"comparison {spec.name}: {len(spec.rows())} rows x {len(spec.seeds)} seeds"
+                  + (f", the method and reference rows on {more} more" if more else "") + f" into {root}")
         run_compare(spec, root)
     report = build_report(root)
     paths = write_report(report, root / "report")

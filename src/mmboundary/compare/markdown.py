@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mmboundary.compare.protocol import PAIRED_METRICS
-from mmboundary.compare.report_model import COLUMNS, PAPER_TABLE, Paired, Report, SplitTable, Stat, _fmt
+from mmboundary.compare.report_model import COLUMNS, PAPER_TABLE, Paired, Report, ReportRow, SplitTable, Stat, _fmt
 
 #: Marks a row whose cells have no interval (a seed's result keeps no per-question scores).
 NO_INTERVAL = "†"
@@ -66,16 +66,33 @@ def _paired_section(table: SplitTable) -> list[str]:
     return lines + [""]
 
 
+def _seeds_text(report: Report) -> str:
+    """The report's seeds in words: every row's, and the method and reference rows' when they have more."""
+    def listed(seeds: Sequence[int]) -> str:
+        return f"{', '.join(str(s) for s in seeds)} ({len(seeds)}"
+
+    more = report.all_seeds()
+    if len(more) == len(report.seeds):
+        return listed(report.seeds) + "; training seeds, the same data)"
+    return (listed(more) + "; training seeds, the same data): the method and reference rows on all of them, "
+            f"the ablations, baselines and self-correction rows on {listed(report.seeds)})")
+
+
+def _seeds_cell(r: ReportRow, report: Report) -> str:
+    """A row's seeds with numbers out of the seeds the spec runs it on."""
+    n = max((s.n for s in r.stats.values() if s), default=0)
+    return f"{n}/{len(r.spec_seeds or report.seeds)}"
+
+
 def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
     """The report as Markdown: a table per split (mean [95 % pooled bootstrap interval] ± sample
     std over seeds, best mean of each column in bold), the paper's numbers beside matching rows,
     findings, rows without numbers and why, the paired differences with their verdicts, the cost
     of each row, and links to `figures` (file names next to it)."""
-    seeds = ", ".join(str(s) for s in report.seeds)
     lines = [f"# Comparison `{report.name}`", ""]
     lines.append(f"Rebuilt from the saved results in `{report.root}` (no model was run to write it: "
-                 f"`mmboundary compare --root {report.root} --report-only`). Seeds: {seeds} "
-                 f"({len(report.seeds)}; training seeds, the same data). Base config: "
+                 f"`mmboundary compare --root {report.root} --report-only`). Seeds: {_seeds_text(report)}. "
+                 "Base config: "
                  f"{report.base_config or 'the built-in default'}"
                  + (f", overrides: `{' '.join(report.overrides)}`" if report.overrides else "")
                  + (", with the rl stage" if report.with_rl else ", without the rl stage (with_rl: false)") + ".")
@@ -128,8 +145,7 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                 cells = [_fmt(r.stats.get(c), bold=r.stats.get(c) is not None and r.stats[c].mean == best.get(c),
                               interval=r.intervals.get(c))
                          for c, _, _ in COLUMNS]
-                n = max((s.n for s in r.stats.values() if s), default=0)
-                cells += [_fmt(r.parsed), f"{n}/{len(report.seeds)}"]
+                cells += [_fmt(r.parsed), _seeds_cell(r, report)]
             else:
                 why = (r.reason or "").replace("|", "/")
                 why = why if len(why) <= 80 else why[:77].rstrip() + "... (below)"
@@ -159,14 +175,15 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                     for lv in range(1, 6)) + " |")
             lines.append("")
         by_seed = [r for r in table.rows if r.status == "ok" and r.mece_by_seed]
-        if len(report.seeds) > 1 and by_seed:
+        all_seeds = report.all_seeds()
+        if len(all_seeds) > 1 and by_seed:
             lines += ["MECE by seed, and paired with the full method (row minus full on the seeds both have; "
                       "lower is better for the row):", "",
-                      "| row | " + " | ".join(f"seed {s}" for s in report.seeds)
+                      "| row | " + " | ".join(f"seed {s}" for s in all_seeds)
                       + " | minus full | seeds lower than full |",
-                      "|---|" + "---:|" * (len(report.seeds) + 2)]
+                      "|---|" + "---:|" * (len(all_seeds) + 2)]
             for r in by_seed:
-                cells = [f"{r.mece_by_seed[s]:.3f}" if s in r.mece_by_seed else "-" for s in report.seeds]
+                cells = [f"{r.mece_by_seed[s]:.3f}" if s in r.mece_by_seed else "-" for s in all_seeds]
                 d = r.mece_vs_full
                 cells.append("-" if d is None else f"{d.mean:+.3f}" + (f" ± {d.std:.3f}" if d.std is not None else ""))
                 cells.append("-" if d is None else f"{r.lower_than_full} of {d.n}")
@@ -207,8 +224,7 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
                   "seconds, all seeds | equivalence | note |",
                   "|---|---:|---|---|---:|---:|---|---|"]
         for r in first.rows:
-            n = max((s.n for s in r.stats.values() if s), default=0)
-            lines.append(f"| {r.label} | {n}/{len(report.seeds)} | {', '.join(r.stages_reused) or '-'} | "
+            lines.append(f"| {r.label} | {_seeds_cell(r, report)} | {', '.join(r.stages_reused) or '-'} | "
                          f"{', '.join(r.stages_run) or '-'} | {_fmt_seconds(r.seconds)} | "
                          f"{'-' if r.total_seconds is None else f'{r.total_seconds:.0f}'} | {r.equivalence or '-'} | "
                          f"{(r.note or '').replace('|', '/')} |")

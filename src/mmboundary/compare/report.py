@@ -81,11 +81,12 @@ def build_report(root_dir: str | Path, *, n_resamples: int = N_RESAMPLES, level:
                  seed: int = 0) -> Report:
     """The report of the saved results under `root_dir` (pure: reads JSON only, runs no model).
 
-    Rows, seeds and splits are those of `spec.json` (the last `run_compare`); without it, every
-    saved result. A row's columns are the mean and sample std over the seeds whose result is "ok",
-    each with its pooled bootstrap interval over questions and every row's paired differences
-    with the comparators (`compare.protocol`; `n_resamples` resamples, coverage `level`,
-    resampling `seed`: the same report from the same files)."""
+    Rows, seeds and splits are those of `spec.json` (the last `run_compare`; each row on its own
+    seeds, `CompareSpec.seeds_of`); without it, every saved result. A row's columns are the mean
+    and sample std over the seeds whose result is "ok", each with its pooled bootstrap interval
+    over questions and every row's paired differences with the comparators (`compare.protocol`,
+    over the seeds both rows have; `n_resamples` resamples, coverage `level`, resampling `seed`:
+    the same report from the same files)."""
     root = Path(root_dir)
     results_dir = root / "results"
     if not results_dir.is_dir():
@@ -105,6 +106,7 @@ def build_report(root_dir: str | Path, *, n_resamples: int = N_RESAMPLES, level:
     if spec is not None:
         order = [n for n in spec.row_names() if n in saved]
         seeds, splits = list(spec.seeds), list(spec.splits)
+        row_seeds = spec.row_seeds()
     else:
         kind_order = {"reference": 0, "baseline": 1, "method": 2, "ablation": 3, "correction": 5}
         registry = list(ROWS)
@@ -117,24 +119,29 @@ def build_report(root_dir: str | Path, *, n_resamples: int = N_RESAMPLES, level:
         order = sorted(saved, key=key)
         seeds = sorted({s for per in saved.values() for s in per})
         splits = [s for s in ("test", "ood") if any(s in r.splits for per in saved.values() for r in per.values())]
+        row_seeds = {}
+    # each row's results on the seeds the spec runs it on (`CompareSpec.seeds_of`; a row the spec
+    # does not name: `seeds`); results of other seeds (an earlier spec's) are left out
+    saved = {name: {s: r for s, r in per.items() if s in row_seeds.get(name, seeds)} for name, per in saved.items()}
     tables = []
     for split in splits:
         rows = []
         for name in order:
-            per = {s: r for s, r in saved[name].items() if s in seeds}
+            per = saved[name]
             if not per:
                 continue
             any_r = next(iter(per.values()))
             have = [r for r in per.values() if r.status == "ok" and split in r.splits]
             statuses = {s: (r.status if r.status != "ok" or split in r.splits else "no such split")
                         for s, r in sorted(per.items())}
-            missing = [s for s in seeds if s not in per]
+            missing = [s for s in row_seeds.get(name, seeds) if s not in per]
             for s in missing:
                 statuses[s] = "not run"
             paper_row = any_r.paper_row
             paper = {d: PAPER_TABLE[paper_row][d] for d in PAPER_DATASETS.get(split, ())
                      if paper_row in PAPER_TABLE and d in PAPER_TABLE[paper_row]}
-            rr = ReportRow(row=name, label=any_r.label, kind=any_r.kind, seeds=sorted(per), status="ok",
+            rr = ReportRow(row=name, label=any_r.label, kind=any_r.kind, seeds=sorted(per),
+                           spec_seeds=row_seeds.get(name, seeds), status="ok",
                            seed_status=statuses, paper_row=paper_row, paper=paper,
                            note=next((r.note for r in per.values() if r.note), None))
             if have:
@@ -184,15 +191,15 @@ def build_report(root_dir: str | Path, *, n_resamples: int = N_RESAMPLES, level:
     last = None
     if (root / "last_run.json").exists():
         last = json.loads((root / "last_run.json").read_text("utf-8"))
-    return Report(root=str(root), name=spec.name if spec else root.name, seeds=seeds, splits=splits,
+    return Report(root=str(root), name=spec.name if spec else root.name, seeds=seeds,
+                  method_seeds=spec.method_seeds if spec else None, splits=splits,
                   base_config=str(spec.config) if spec and spec.config else None,
                   overrides=list(spec.overrides) if spec else [], with_rl=spec.with_rl if spec else True,
-                  tables=tables, last_run=last, mixed=_mixed_origins(saved, seeds),
-                  unchecked=sum(1 for per in saved.values() for sd, r in per.items()
-                                if sd in seeds and r.status == "ok" and not r.origin),
+                  tables=tables, last_run=last, mixed=_mixed_origins(saved, spec.all_seeds() if spec else seeds),
+                  unchecked=sum(1 for per in saved.values() for r in per.values() if r.status == "ok" and not r.origin),
                   protocol={"unit": "question", "n_resamples": n_resamples, "level": level, "seed": seed},
-                  total_seconds=round(sum(r.seconds for name in order for sd, r in saved[name].items()
-                                          if sd in seeds and r.seconds is not None), 2))
+                  total_seconds=round(sum(r.seconds for name in order for r in saved[name].values()
+                                          if r.seconds is not None), 2))
 
 
 def write_report(report: Report, out_dir: str | Path) -> list[Path]:

@@ -74,6 +74,9 @@ class ReportRow(BaseModel):
     label: str
     kind: str
     seeds: list[int]
+    spec_seeds: list[int] = Field(
+        default_factory=list, description="The seeds the spec runs the row on (`CompareSpec.seeds_of`): the "
+        "seeds column counts those with numbers out of these.")
     status: str  # "ok" when at least one seed has numbers, else the common status of the seeds
     reason: str | None = None
     seed_status: dict[int, str] = Field(default_factory=dict)
@@ -156,6 +159,9 @@ class Report(BaseModel):
     root: str
     name: str
     seeds: list[int]
+    method_seeds: list[int] | None = Field(
+        None, description="The seeds of the method and reference rows, a superset of `seeds` (every row's); "
+        "None: `seeds`.")
     splits: list[str]
     base_config: str | None
     overrides: list[str]
@@ -172,6 +178,10 @@ class Report(BaseModel):
     protocol: dict[str, Any] = Field(default_factory=dict)
     #: the rows' recorded seconds summed over every row and seed of the report
     total_seconds: float | None = None
+
+    def all_seeds(self) -> list[int]:
+        """Every seed of the report: `seeds`, then the further `method_seeds`."""
+        return list(self.seeds) + [s for s in self.method_seeds or () if s not in self.seeds]
 
 
 def _fmt(stat: Stat | None, bold: bool = False, interval: Interval | None = None) -> str:

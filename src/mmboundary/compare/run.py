@@ -166,6 +166,10 @@ class _SeedRun:
         self.c = comparison
         self.spec = comparison.spec
         self.seed = seed
+        # the rows that run on this seed (`CompareSpec.seeds_of`: a seed of `method_seeds` only
+        # runs the method and reference rows)
+        self.rows = [(kind, item) for kind, item in comparison.rows if seed in self.spec.seeds_of(kind, item)]
+        self.labels = [(name_of(kind, item), label_of(kind, item)) for kind, item in self.rows]
         self.later = later  # the seeds still to run after this one
         self.overrides = list(self.spec.overrides) + [f"seed={seed}"]
         self.seed_root = comparison.root / "runs" / f"seed{seed}"
@@ -186,8 +190,8 @@ class _SeedRun:
         # 0. rows whose saved result still holds (same fingerprint) are not recomputed; when
         # every row of the seed has one, its runs are not even opened (results kept from an
         # earlier session, without the run directories, still count)
-        self.reused, free = _reusable_results(c.root, self.spec, c.rows, self.seed, self.overrides)
-        if all(name in self.reused or name in free for name, _ in c.labels):
+        self.reused, free = _reusable_results(c.root, self.spec, self.rows, self.seed, self.overrides)
+        if all(name in self.reused or name in free for name, _ in self.labels):
             c.take_reused(self.reused, self.seed)
             self._record_unavailable(free)  # the unavailable rows are recorded without a run
             return True
@@ -208,7 +212,7 @@ class _SeedRun:
     def _record_unavailable(self, free: set[str]) -> None:
         """Save the rows this config cannot express (`free`) as unavailable, with the reason."""
         spec = self.spec
-        for kind, item in self.c.rows:
+        for kind, item in self.rows:
             name = name_of(kind, item)
             if name not in free:
                 continue
@@ -270,7 +274,7 @@ class _SeedRun:
         another process is running is left to it (it saves the result); one another
         process finished since this seed started is reused."""
         c, seed = self.c, self.seed
-        for kind, item in c.rows:
+        for kind, item in self.rows:
             if kind != wanted:
                 continue
             name = name_of(kind, item)
@@ -436,10 +440,11 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
     started = time.time()
     rows = spec.rows()
     labels = [(name_of(kind, item), label_of(kind, item)) for kind, item in rows]
-    with _logging_to(root / "compare.log"), _Display(labels, len(spec.seeds)) as display:
+    totals = {name_of(kind, item): len(spec.seeds_of(kind, item)) for kind, item in rows}
+    with _logging_to(root / "compare.log"), _Display(labels, totals) as display:
         comparison = _Comparison(root, spec, rows, labels, display, pipeline_runner or _default_pipeline,
                                  baseline_runner or _RunBaselines, correction_runner or _RunCorrections)
-        pending = list(spec.seeds)
+        pending = spec.all_seeds()  # `seeds` first: every row's seeds are done before the further method seeds
         while pending:
             seed = pending.pop(0)
             if not _SeedRun(comparison, seed, later=pending).run():
@@ -447,6 +452,7 @@ def run_compare(spec: CompareSpec, root_dir: str | Path, *,
     results = comparison.results
     atomic_write_json(root / "last_run.json", {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
-        "seconds": round(time.time() - started, 2), "seeds": spec.seeds, "rows": spec.row_names(),
+        "seconds": round(time.time() - started, 2), "seeds": spec.seeds,
+        **({"method_seeds": spec.method_seeds} if spec.method_seeds is not None else {}), "rows": spec.row_names(),
         "failed": sorted({f"{r.row} (seed {r.seed})" for r in results if r.status == "failed"})})
     return results

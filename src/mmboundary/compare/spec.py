@@ -1,5 +1,6 @@
 """The comparison spec: what `run_compare` runs. `CompareSpec` (the base run config and its
-overrides, the pipeline rows, baselines and self-correction rows, the seeds and the splits; YAML,
+overrides, the pipeline rows, baselines and self-correction rows, the seeds (every row's, and the
+method and reference rows' further ones) and the splits; YAML,
 e.g. `configs/compare/default.yaml`, read by `load_spec`), with `BaselineSpec` and
 `CorrectionSpec` for one baseline or self-correction row."""
 
@@ -10,7 +11,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from mmboundary.ablations import REFERENCES, ROWS, Row, resolve_row
 from mmboundary.baselines import make_config
@@ -18,6 +27,9 @@ from mmboundary.correction import CorrectionConfig
 from mmboundary.errors import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+#: **[choice]** The built-in default's `method_seeds` (issue 21: the method rows on at least 5
+#: end-to-end seeds, the ablations and baselines on at least 3, the default's `seeds`).
+DEFAULT_METHOD_SEEDS = (0, 1, 2, 3, 4)
 _SIGNAL_LABELS = {"lnlp": "U_LNLP", "mte": "U_MTE", "token_sar": "U_TokenSAR", "clip_score": "U_CLIPScore"}
 
 
@@ -144,7 +156,7 @@ def _default_corrections() -> list[CorrectionSpec]:
 class CompareSpec(BaseModel):
     """What a comparison runs. The defaults are the built-in default's comparison
     (`configs/compare/default.yaml`): every pipeline row, the baselines that apply to the tiny
-    model, 3 seeds, test and OOD.
+    model, the method and reference rows on 5 seeds and every other row on 3 of them, test and OOD.
 
     - `config` / `overrides`: the base run config (None: the built-in default) and `key=value`
       overrides applied to it; every row is an overlay on it (`mmboundary.ablations`). A relative
@@ -159,8 +171,12 @@ class CompareSpec(BaseModel):
     - `baselines`: `BaselineSpec`s.
     - `corrections`: `CorrectionSpec`s, self-correction rows (default: the vanilla model and the
       full method's model; a row on "rl" is unavailable without the rl stage).
-    - `seeds`: run seeds (`seed=<s>`: the training seeds; the built-in benchmark's data come from
-      `data.benchmark.seed` and stay the same).
+    - `seeds`: run seeds of every row (`seed=<s>`: the training seeds; the built-in benchmark's data
+      come from `data.benchmark.seed` and stay the same).
+    - `method_seeds`: run seeds of the method and reference rows (`methods`, `references`), a
+      superset of `seeds` (the others run on `seeds` only); None: `seeds`. **[choice]** Default:
+      `DEFAULT_METHOD_SEEDS` when the spec sets neither key (the built-in default), else None, so
+      that a spec written before the key existed runs as it did.
     - `splits`: the evaluated splits reported.
     """
 
@@ -178,7 +194,10 @@ class CompareSpec(BaseModel):
     references: list[str] = Field(default_factory=lambda: list(REFERENCES))
     baselines: list[BaselineSpec] = Field(default_factory=_default_baselines)
     corrections: list[CorrectionSpec] = Field(default_factory=_default_corrections)
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2], min_length=1,
+                             description="Run seeds of every row.")
+    method_seeds: list[int] | None = Field(
+        None, description="Run seeds of the method and reference rows: a superset of `seeds` (None: `seeds`).")
     splits: list[Literal["test", "ood"]] = Field(default_factory=lambda: ["test", "ood"], min_length=1)
 
     @field_validator("name")
@@ -206,11 +225,25 @@ class CompareSpec(BaseModel):
             out.append(row.name)
         return out
 
-    @field_validator("seeds")
+    @model_validator(mode="before")
     @classmethod
-    def _seeds(cls, v: list[int]) -> list[int]:
+    def _default_method_seeds(cls, data: Any) -> Any:
+        """The built-in default's `method_seeds` when the spec sets neither seeds key."""
+        if isinstance(data, dict) and "seeds" not in data and "method_seeds" not in data:
+            data = {**data, "method_seeds": list(DEFAULT_METHOD_SEEDS)}
+        return data
+
+    @field_validator("seeds", "method_seeds")
+    @classmethod
+    def _seeds(cls, v: list[int] | None, info: ValidationInfo) -> list[int] | None:
+        if v is None:
+            return v
         if len(set(v)) != len(v) or any(s < 0 for s in v):
-            raise ValueError(f"seeds must be distinct and >= 0, got {v}")
+            raise ValueError(f"{info.field_name} must be distinct and >= 0, got {v}")
+        seeds = info.data.get("seeds") if info.field_name == "method_seeds" else None
+        if seeds is not None and not set(seeds) <= set(v):
+            raise ValueError(f"method_seeds must include every seed of `seeds` (the method and reference rows run "
+                             f"on every seed the others run on): {sorted(set(seeds) - set(v))} missing from {v}")
         return v
 
     @field_validator("splits")
@@ -240,6 +273,22 @@ class CompareSpec(BaseModel):
 
     def row_names(self) -> list[str]:
         return [name_of(kind, r) for kind, r in self.rows()]
+
+    def all_seeds(self) -> list[int]:
+        """Every seed some row runs on, in run order: `seeds`, then the further `method_seeds`."""
+        return list(self.seeds) + [s for s in self.method_seeds or () if s not in self.seeds]
+
+    def seeds_of(self, kind: str, item: Row | BaselineSpec | CorrectionSpec) -> list[int]:
+        """The seeds a row of `rows()` runs on (in `all_seeds` order): `method_seeds` for a row
+        of `methods` or `references`, `seeds` for the others."""
+        if kind == "pipeline" and self.method_seeds is not None \
+                and (item.name in self.methods or item.name in self.references):
+            return [s for s in self.all_seeds() if s in self.method_seeds]
+        return list(self.seeds)
+
+    def row_seeds(self) -> dict[str, list[int]]:
+        """The seeds of each row (`seeds_of`), by row name."""
+        return {name_of(kind, r): self.seeds_of(kind, r) for kind, r in self.rows()}
 
 
 def load_spec(path: str | Path) -> CompareSpec:
