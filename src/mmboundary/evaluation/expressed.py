@@ -13,7 +13,7 @@ Columns of `ConfidenceReport`:
 - `auroc` (step level) and `answer_auroc`, `brier` (step level) and its Murphy decomposition
   `brier_reliability - brier_resolution + brier_uncertainty` (`calibration.brier_decomposition`:
   reliability is the calibration part, resolution the discrimination part; None in reports
-  written before they existed, and in the baselines' reports);
+  written before they existed; the baselines' reports fill them the same way);
 - `level_shares`: share of steps at each level 1..5 (steps with a level only);
 - `parsed_share`: steps with a confidence / all steps: a step whose statement maps to no
   level has none; it is counted here and left out of the other columns, never filled in;
