@@ -15,7 +15,7 @@ from mmboundary.statements.chain_format import (
     write_chain_with_levels,
     write_step,
 )
-from mmboundary.statements.mapping import NumericMapper, StatementMapper, make_mapper
+from mmboundary.statements.mapping import DEFAULT_MIN_SIMILARITY, NumericMapper, StatementMapper, make_mapper
 from mmboundary.statements.pool import LEVELS, all_statements, default_pool, normalise
 
 # Confidence statements that are NOT in the pool, written for this test before the mapper and the
@@ -291,7 +291,7 @@ def test_numeric_mapper():
 
 def test_make_mapper():
     assert isinstance(make_mapper("statement"), StatementMapper)
-    assert make_mapper("statement", min_similarity=None).min_similarity == 0.55
+    assert make_mapper("statement", min_similarity=None).min_similarity == DEFAULT_MIN_SIMILARITY
     assert make_mapper("statement", min_similarity=0.6, method="nearest").method == "nearest"
     numeric = make_mapper("numeric", min_similarity=0.6)  # statement options are ignored
     assert isinstance(numeric, NumericMapper)

@@ -4,6 +4,7 @@ format `"{step}, {statement}."` (writer and parser).
 
 - `pool`: the packaged statement pool (`pool.yaml`), loaded and validated;
 - `mapping`: `StatementMapper`, `NumericMapper`, `make_mapper(kind, **options)`;
+- `numbers`, `phrasing`: the backward mapping's reading of stated numbers and of negation;
 - `chain_format`: `write_chain`, `parse_chain(s)`, `ParsedStep`, `ParsedChain`, `summarize`.
 """
 

@@ -4,6 +4,14 @@
 level. Every statement is a clause written after a step, `"{step without period}, {statement}."`,
 so it must not contain a comma (the parser splits a sentence at its last comma) nor end with
 sentence-final punctuation; statements are distinct across the whole pool. `load_pool` checks this.
+
+Data of the backward mapping only (`statements/mapping.py`; never written by the forward mapping):
+- `data/backward_pool.yaml`, `backward_pool()`: more reference statements per level, in the same
+  format (checked likewise, and none may repeat a `pool.yaml` statement);
+- `data/dev_tails.yaml`, `sentence_tails(part)`: tails of ordinary sentences, "train" (the negative
+  class of the statement detector) and "dev" (its threshold was chosen on them);
+- `data/dev_statements.yaml`, `dev_statements()`: development statements (level -> statements) the
+  settings were chosen on; never references.
 """
 
 from __future__ import annotations
@@ -71,3 +79,33 @@ def default_pool() -> dict[int, tuple[str, ...]]:
 def all_statements() -> list[str]:
     """Every statement of the pool, level by level."""
     return [s for level in LEVELS for s in default_pool()[level]]
+
+
+def _data_yaml(name: str):
+    return yaml.safe_load(resources.files("mmboundary.statements").joinpath("data", name).read_text("utf-8"))
+
+
+@lru_cache(maxsize=1)
+def backward_pool() -> dict[int, tuple[str, ...]]:
+    """Level -> the extra reference statements of the backward mapping (`data/backward_pool.yaml`),
+    validated like the pool; none repeats a statement of `default_pool()`."""
+    pool = {int(k): tuple(str(s).strip() for s in v) for k, v in _data_yaml("backward_pool.yaml").items()}
+    validate_pool(pool)
+    forward = {normalise(s) for s in all_statements()}
+    repeated = [s for v in pool.values() for s in v if normalise(s) in forward]
+    if repeated:
+        raise ValueError(f"backward pool repeats statements of pool.yaml: {repeated}")
+    return dict(sorted(pool.items()))
+
+
+@lru_cache(maxsize=2)
+def sentence_tails(part: str = "train") -> tuple[str, ...]:
+    """Tails of ordinary sentences (`data/dev_tails.yaml`), `part` "train" or "dev"."""
+    if part not in ("train", "dev"):
+        raise ValueError(f"sentence_tails: part must be 'train' or 'dev', not {part!r}")
+    return tuple(str(s).strip() for s in _data_yaml("dev_tails.yaml")[part])
+
+
+def dev_statements() -> dict[int, tuple[str, ...]]:
+    """Level -> the development statements of the backward mapping (`data/dev_statements.yaml`)."""
+    return {int(k): tuple(str(s).strip() for s in v) for k, v in sorted(_data_yaml("dev_statements.yaml").items())}
