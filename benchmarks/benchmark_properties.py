@@ -38,17 +38,10 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mmboundary.artifacts import load_split, pick_model, read_chains, write_jsonl  # noqa: E402
 from mmboundary.data.benchmark.questions import question_type  # noqa: E402
+from mmboundary.evaluation.bootstrap import QuestionScores, metric_intervals  # noqa: E402
 from mmboundary.generation import chain_record, generate_texts  # noqa: E402
 from mmboundary.models.factory import load_vlm  # noqa: E402
 from mmboundary.runs import Run  # noqa: E402
-
-
-def bootstrap_mean(values: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and 95% percentile bootstrap interval of a per-question 0/1 array."""
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(n, len(values)))
-    means = values[idx].mean(axis=1)
-    return float(values.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
 def ensure_base(run_dir: Path, configs: list[str], sets: list[str], seed: int) -> float:
@@ -105,15 +98,16 @@ def stratum_table(rows: list[dict], key) -> dict[str, dict]:
 
 
 def summarise(rows: list[dict]) -> dict:
-    acc = np.array([r["answer_correct"] for r in rows], dtype=float)
-    mean, lo, hi = bootstrap_mean(acc)
+    answers = [QuestionScores(id=r["id"], answer_correct=r["answer_correct"], answer_confidence=None,
+                              step_confidence=(), step_correct=()) for r in rows]
+    accuracy = metric_intervals(answers, names=("accuracy",))["accuracy"]
     steps = np.array([ok for r in rows for _, ok in r["steps"]], dtype=float)
     by_type_level: dict[str, list[int]] = defaultdict(list)
     for r in rows:
         by_type_level[f"{r['type']} L{r['level']}"].append(int(r["answer_correct"]))
     return {
         "questions": len(rows),
-        "answer_accuracy": {"estimate": mean, "low": lo, "high": hi},
+        "answer_accuracy": {"estimate": accuracy.estimate, "low": accuracy.low, "high": accuracy.high},
         "step_accuracy": float(steps.mean()) if len(steps) else None,
         "by_level_kind": stratum_table(rows, lambda r, k: f"L{r['level']} {k}"),
         "by_level": stratum_table(rows, lambda r, k: f"L{r['level']}"),
