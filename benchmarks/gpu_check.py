@@ -79,7 +79,7 @@ def _tiny_real(arch: str, folder: Path) -> list[str]:
     clip = build_clip(tok, ClipSpec()).save(folder / "clip")
     return [f"model.path={ckpt}", f"clip.path={clip}", "model.max_length=1024",
             "estimate.similarity_model=null", "estimate.similarity_kind=bi-encoder",
-            "evaluate.match_model=null", "evaluate.match_kind=bi-encoder"]
+            "evaluate.match_model=null", "evaluate.match_kind=bi-encoder", "evaluate.match_threshold=null"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -115,14 +115,17 @@ def test_metric_equals_the_confidence_report_column():
 def synth(n, seed=0, shift=0.0, prefix="q"):
     """n questions of 1-6 level-confidence steps, step truth ~ Bernoulli(p(L) + shift)."""
     rng = np.random.default_rng(seed)
+    matched_rng = np.random.default_rng(seed + 1000)  # its own stream: the other draws stay as they were
     out = []
     for i in range(n):
         lv = rng.integers(1, 6, int(rng.integers(1, 7)))
         c = (lv - 0.5) / 5
         y = rng.random(lv.shape[0]) < np.clip(c + shift, 0, 1)
         conf = tuple(float(x) if rng.random() > 0.05 else None for x in c)
+        matched = tuple(bool(v) for v in matched_rng.random(lv.shape[0]) < 0.7)
         out.append(QuestionScores(id=f"{prefix}{i}", answer_correct=bool(y[-1]), answer_confidence=conf[-1],
-                                  step_confidence=conf, step_correct=tuple(bool(v) for v in y)))
+                                  step_confidence=conf, step_correct=tuple(bool(v) for v in y),
+                                  step_matched=matched))
     return out
 
 

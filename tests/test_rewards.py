@@ -78,6 +78,33 @@ def test_component_functions_by_hand():
         r_cs(3, 0)
 
 
+def test_r_ka_is_the_matching_degree_when_a_judge_gave_one():
+    """R_KA = 2 m - 1 with the step judge's matching degree m (the paper's R_KA on datasets
+    without exact truth); the exact checker's degree is y itself, so both formulas agree there."""
+    assert r_ka(1, 0.8) == pytest.approx(0.6)
+    assert r_ka(1, 0.65) == pytest.approx(0.3)
+    assert r_ka(0, 0.0) == -1.0 and r_ka(1, 1.0) == r_ka(1) == 1.0
+    with pytest.raises(ValueError):
+        r_ka(1, 1.2)
+    with pytest.raises(ValueError):
+        RolloutStep(0, 2, 1, 2, expressed_level=3, internal_level=3, correct=1, knowledge=-0.1)
+
+
+def test_step_rewards_use_each_steps_degree_but_not_on_the_final_step():
+    steps = (
+        RolloutStep(0, 4, 2, 4, expressed_level=5, internal_level=2, correct=1, knowledge=0.9),
+        RolloutStep(4, 7, 5, 7, expressed_level=1, internal_level=1, correct=1, knowledge=0.7),
+        RolloutStep(7, 9, 8, 9, expressed_level=3, internal_level=3, correct=0, knowledge=0.0),
+        RolloutStep(9, 11, 10, 11, expressed_level=4, internal_level=4, correct=1, knowledge=0.75),
+    )
+    rollout = Rollout(example_id="ex", prompt_length=7, tokens=tuple(range(100, 112)), steps=steps, answer_correct=0)
+    rewards = step_rewards(rollout)
+    # 2 * 0.9 - 1 = 0.8; 2 * 0.7 - 1 = 0.4; 2 * 0 - 1 = -1; the final step: the answer, a = 0 -> -1
+    assert [r.r_ka for r in rewards] == pytest.approx([0.8, 0.4, -1.0, -1.0])
+    # R_EC still scores y: step 0 right at level 5: 1 - 2 * 0.1^2 = 0.98
+    assert rewards[0].r_ec == pytest.approx(0.98)
+
+
 def test_step_rewards_on_hand_made_steps():
     rewards = step_rewards(hand_rollout())
     assert [r.r_ka for r in rewards] == pytest.approx(KA)

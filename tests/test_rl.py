@@ -187,6 +187,41 @@ def test_reward_reaching_the_optimiser_is_the_configured_sum(examples, tokenizer
     assert batch.samples[1].rollout.rewards[-1].r_ec == -1.0
 
 
+class _HashSimilarity:
+    """A deterministic stand-in for a sentence encoder: each pair scores in [0.7, 1.0)."""
+
+    def pairwise(self, pairs):
+        import zlib
+
+        return [0.7 + 0.3 * (zlib.crc32(f"{a}|{b}".encode()) % 1000) / 1000 for a, b in pairs]
+
+
+def test_annotated_data_rewards_each_step_by_its_matching_degree(examples, tokenizer, ctx):
+    """On data without exact truth (no scene: the authors' annotated format), the run's step judge
+    matches each step to the reference chain: R_KA = 2 m_t - 1 with m_t the step's own matching
+    degree, different between the steps of one chain, and that is what reaches the optimiser."""
+    from mmboundary.evaluation.judges import ConsistentJudge
+
+    annotated = [ex.model_copy(update={"scene": None}) for ex in examples]
+    judged_ctx = dataclasses.replace(ctx, judge=ConsistentJudge(_HashSimilarity(), 0.5))
+    weights = RewardConfig(alpha=1.0, beta=0.0, gamma=0.0)  # R_KA alone
+    cfg = RLConfig(reward=weights, gae_gamma=1.0, gae_lambda=1.0, whiten_advantages=False)
+    batch, _, _ = _scored_batch(annotated, tokenizer, judged_ctx, cfg, kl_coef=0.0)
+    s = batch.samples[0]
+    r = s.rollout
+    degrees = [st.knowledge for st in r.steps[:-1]]
+    assert all(d is not None and 0.7 <= d < 1.0 for d in degrees)  # every step matched its own reference step
+    assert len(set(degrees)) == len(degrees) >= 2  # R_KA differs between the steps of one chain
+    expected = [2 * d - 1 for d in degrees] + [2 * r.answer_correct - 1]
+    assert [x.r_ka for x in r.rewards] == pytest.approx(expected)
+    for t, st in enumerate(r.steps):
+        assert batch.score[0, st.statement_end - 1].item() == pytest.approx(expected[t])
+    assert batch.rewards[0, :len(r)].sum().item() == pytest.approx(sum(expected), abs=1e-5)
+    # the planted false step of sample 1 ("There are 7 purple squares") contradicts every reference step
+    false_step = batch.samples[1].rollout.steps[0]
+    assert false_step.correct == 0 and false_step.knowledge in (None, 0.0)
+
+
 def test_statement_advantage_by_hand(examples, tokenizer, ctx):
     """'statement' advantages: on statement tokens only, the step's calibration reward minus the
     mean of the other steps of its (correctness, internal level) cell, over the batch's RMS."""

@@ -50,7 +50,7 @@ from rich.table import Table
 from rich.text import Text
 
 from mmboundary.artifacts import model_device, pick_model, reading_parts
-from mmboundary.config import GenerationConfig, RunConfig, load_config
+from mmboundary.config import GenerationConfig, JudgeConfig, RunConfig, load_config
 from mmboundary.correction import (
     Correction,
     CorrectionConfig,
@@ -63,6 +63,7 @@ from mmboundary.correction import (
 )
 from mmboundary.data.images import MAX_IMAGE_PIXELS, load_image
 from mmboundary.errors import DataError, RunError
+from mmboundary.judging import judge_chains, make_step_judge
 from mmboundary.models.factory import load_vlm
 from mmboundary.records import Example
 from mmboundary.runs import Run
@@ -88,6 +89,8 @@ class Step(_Record):
     expressed_level: int | None = Field(None, ge=1, le=5)
     internal_level: int | None = Field(None, ge=1, le=5)
     correct: bool | None = None
+    match_degree: float | None = Field(None, ge=0, le=1,
+                                       description="The step judge's matching degree (with ground truth).")
     replaced: bool = False
 
 
@@ -181,8 +184,9 @@ class LoadedModel:
 
     def ask_example(self, example: Example, *, correct: bool = False,
                     correction: CorrectionConfig | None = None) -> Answer:
-        """Answer an `Example` and judge the chain against its ground truth: each step's truth
-        (exact on the built-in benchmark) and the answer's."""
+        """Answer an `Example` and judge the chain against its ground truth: each step's truth by
+        the run's step judge (`judging`: exact on the built-in benchmark, matched to the reference
+        chain elsewhere) and the answer's."""
         if not isinstance(example, Example):
             raise TypeError(f"ask_example: expected an Example, got {type(example).__name__}")
         load_image(example.image)  # a DataError naming the file when it cannot be used
@@ -192,7 +196,11 @@ class LoadedModel:
                 ground_truth: bool) -> Answer:
         config = correction if correction is not None else (self.correction if correct else None)
         run = self.correct_examples([example], config or CorrectionConfig(budget=0), description="ask")
-        return _to_answer(example, run.results[0], self, ground_truth, with_correction=config is not None)
+        result = run.results[0]
+        if ground_truth:
+            judge = getattr(self.context, "judge", None) or make_step_judge(JudgeConfig())
+            result = result.model_copy(update={"chain": judge_chains([result.chain], [example], judge)[0]})
+        return _to_answer(example, result, self, ground_truth, with_correction=config is not None)
 
 
 def _to_answer(example: Example, result: CorrectionResult, model: LoadedModel, ground_truth: bool,
@@ -200,7 +208,8 @@ def _to_answer(example: Example, result: CorrectionResult, model: LoadedModel, g
     chain = result.chain
     replaced = {c.step_index for c in result.corrections if c.replaced}
     steps = tuple(Step(index=i, text=s.text, statement=s.statement, expressed_level=result.expressed_levels[i],
-                       internal_level=result.internal_levels[i], correct=s.correct, replaced=i in replaced)
+                       internal_level=result.internal_levels[i], correct=s.correct,
+                       match_degree=s.match_degree if ground_truth else None, replaced=i in replaced)
                   for i, s in enumerate(chain.steps))
     return Answer(question=example.question, choices=example.choices, model=model.name, text=chain.text,
                   steps=steps, answer=chain.answer, answer_correct=chain.answer_correct if ground_truth else None,

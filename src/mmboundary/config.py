@@ -153,6 +153,40 @@ class EvaluateConfig(Section):
         None, description="Sentence-transformers model of the matching (None: the offline MiniLM).")
     match_kind: Literal["bi-encoder", "cross-encoder"] = "bi-encoder"
 
+    @model_validator(mode="after")
+    def _threshold_for_other_models(self) -> "EvaluateConfig":
+        if self.match_threshold is None and (self.match_model is not None or self.match_kind != "bi-encoder"):
+            raise ValueError("evaluate.match_threshold must be set when evaluate.match_model or match_kind is not "
+                             "the default: the default 0.65 was measured for the offline MiniLM bi-encoder "
+                             "(evaluation/matching.py)")
+        return self
+
+
+class JudgeConfig(Section):
+    """Step truth: how each generated step is judged correct (`judging`, `evaluation.judges`;
+    docs/data-format.md "Step truth"). Every stage that reads a step's truth (estimate, rl,
+    evaluate, the baselines, the API) uses the one judge built from this section."""
+
+    kind: Literal["auto", "exact", "encoder", "consistent"] = Field(
+        "auto", description="'exact': the built-in benchmark's checker; 'encoder': matched to a reference step by "
+        "sentence similarity; 'consistent': matched, and its numbers, colours, places, sizes, names and negation "
+        "agree with that step; 'auto': exact where the example has a scene, else 'consistent'.")
+    model: str | None = Field(
+        None, description="Sentence-transformers model of the text judges (None: the offline MiniLM).")
+    similarity: Literal["bi-encoder", "cross-encoder"] = Field(
+        "bi-encoder", description="How `model` scores a pair: cosine of two embeddings, or one cross-encoder pass.")
+    threshold: float | None = Field(
+        None, description="Similarity at or above which a step can match a reference step (None: the value "
+        "measured for the MiniLM, `judging.DEFAULT_THRESHOLDS`; required with another model).")
+
+    @model_validator(mode="after")
+    def _threshold_for_other_models(self) -> "JudgeConfig":
+        if self.threshold is None and (self.model is not None or self.similarity != "bi-encoder"):
+            raise ValueError("judge.threshold must be set when judge.model or judge.similarity is not the "
+                             "default: the default threshold was measured for the offline MiniLM bi-encoder "
+                             "(measure one with benchmarks/step_judges.py)")
+        return self
+
 
 class EstimateConfig(Section):
     """Stage `estimate`: the vanilla model's chains and per-step internal confidence (section 2).
@@ -262,6 +296,7 @@ class RunConfig(Section):
     sft: SftConfig = Field(default_factory=SftConfig)
     rl: RLConfig = Field(default_factory=RLConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
 
 
 # --- loading, overriding, dumping -------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 Each chain is split into steps (`mmboundary.steps`); each step's truth is decided exactly by
 the built-in benchmark's checker when the example carries a scene, and left unknown (None)
-otherwise (later issues match steps to reference chains). Generation is greedy unless the
+otherwise; the run's step judge (`judging`) then sets it from the reference chain where the
+config says so. Generation is greedy unless the
 config says otherwise: no sampling is ever implicit.
 """
 
@@ -14,6 +15,7 @@ from mmboundary.answers import extract_answer, is_correct
 from mmboundary.config import GenerationConfig
 from mmboundary.data.benchmark import check_step, claim_type
 from mmboundary.data.images import load_image
+from mmboundary.judging import judge_chains
 from mmboundary.progress import make_progress
 from mmboundary.records import Example, GeneratedChain, GeneratedStep
 from mmboundary.statements.granularity import spread_answer_level
@@ -76,7 +78,8 @@ def generate_texts(vlm, examples: Sequence[Example], cfg: GenerationConfig,
 
 
 def generate_chains(vlm, examples: Sequence[Example], cfg: GenerationConfig,
-                    description: str = "generate") -> list[GeneratedChain]:
-    """Batched generation over `examples`, split and checked (`chain_record`)."""
+                    description: str = "generate", judge=None) -> list[GeneratedChain]:
+    """Batched generation over `examples`, split and checked (`chain_record`), each step judged
+    by `judge` when given (`judging.judge_chains`)."""
     texts = generate_texts(vlm, examples, cfg, description)
-    return [chain_record(ex, t) for ex, t in zip(examples, texts)]
+    return judge_chains([chain_record(ex, t) for ex, t in zip(examples, texts)], examples, judge)

@@ -126,6 +126,12 @@ class GeneratedStep(_Record):
     `kind`: on the built-in benchmark, the type of claim the step makes (`claim_type`: "count",
     "attribute", "spatial", "arithmetic", "comparison", "final"), by which results are split;
     None for a sentence of no type and on external datasets.
+
+    `reference`, `match_degree`: set when a step judge (`evaluation.judges`, `judging`) matched
+    the step to a reference step: that step's index in `Example.chain`, and the matching degree
+    m_t in [0, 1] (the pair's similarity when the step is judged right, 0 when it contradicts
+    the step it matched; R_KA = 2 m_t - 1 in the rl stage). Both None otherwise (unmatched, exact
+    truth, or no judge): there the degree is `correct` itself.
     """
 
     text: str
@@ -135,6 +141,8 @@ class GeneratedStep(_Record):
     statement: str | None = None
     level: int | None = Field(None, ge=1, le=5)
     kind: str | None = None
+    match_degree: float | None = Field(None, ge=0, le=1)
+    reference: int | None = Field(None, ge=0)
 
 
 class GeneratedChain(_Record):

@@ -45,13 +45,15 @@ from mmboundary.baselines.prompted import prompted_confidences
 from mmboundary.baselines.report import BaselineReport, baseline_report, confidence_columns, question_scores_of
 from mmboundary.baselines.sc import SCConfig, run_sc, sc_confidences, sc_equivalence
 from mmboundary.errors import ConfigError
+from mmboundary.judging import judge_chains
 from mmboundary.records import Example
 
 __all__ = [
     "CONFIGS", "DEFAULT_FALLBACK", "METHODS", "BaselineConfig", "BaselineInputs", "BaselineReport", "BaselineResult",
     "Cost", "DPSConfig", "DPVConfig", "ExactSimilarity", "ExampleConfidence", "InternalConfig", "MultisampleConfig",
     "ParseCounts", "SCConfig", "SamplingConfig", "baseline_report", "confidence_columns", "instruction_following",
-    "internal_confidences", "make_config", "multisample_confidences", "prompted_confidences", "question_scores_of",
+    "internal_confidences", "judged_result", "make_config", "multisample_confidences", "prompted_confidences",
+    "question_scores_of",
     "run_baseline", "run_dps", "run_dpv", "run_internal", "run_multisample", "run_sc", "sc_confidences",
     "sc_equivalence",
 ]
@@ -77,7 +79,8 @@ class BaselineInputs:
     """Everything a baseline may need besides the model and the examples, built once by the caller:
     the estimate stage's fitted `normalizer` and `levels` and the run's `fusion` config
     (`internal`); the `clip` model and TokenSAR's / the agreement's sentence `similarity`; the
-    statement `mapper` (`multisample`, `dps`)."""
+    statement `mapper` (`multisample`, `dps`); the run's step `judge` (`judging.make_step_judge`;
+    None: each step's truth as the chain builders set it, exact on the built-in benchmark)."""
 
     normalizer: Any = None
     levels: Any = None
@@ -85,6 +88,7 @@ class BaselineInputs:
     clip: Any = None
     similarity: Any = None
     mapper: Any = None
+    judge: Any = None
 
 
 def make_config(method: str, config: BaselineConfig | Mapping[str, Any] | None = None) -> BaselineConfig:
@@ -121,12 +125,24 @@ def run_baseline(method: str, vlm, examples: Sequence[Example],
     if missing:
         raise ConfigError(f"baseline {method!r} needs {', '.join(missing)} (BaselineInputs)")
     if method == "internal":
-        return run_internal(vlm, examples, cfg, normalizer=inputs.normalizer, levels=inputs.levels,
-                            fusion=inputs.fusion, clip=inputs.clip, similarity=inputs.similarity)
-    if method == "sc":
-        return run_sc(vlm, examples, cfg, similarity=inputs.similarity)
-    if method == "multisample":
-        return run_multisample(vlm, examples, cfg, mapper=inputs.mapper, similarity=inputs.similarity)
-    if method == "dpv":
-        return run_dpv(vlm, examples, cfg)
-    return run_dps(vlm, examples, cfg, mapper=inputs.mapper)
+        result = run_internal(vlm, examples, cfg, normalizer=inputs.normalizer, levels=inputs.levels,
+                              fusion=inputs.fusion, clip=inputs.clip, similarity=inputs.similarity)
+    elif method == "sc":
+        result = run_sc(vlm, examples, cfg, similarity=inputs.similarity)
+    elif method == "multisample":
+        result = run_multisample(vlm, examples, cfg, mapper=inputs.mapper, similarity=inputs.similarity)
+    elif method == "dpv":
+        result = run_dpv(vlm, examples, cfg)
+    else:
+        result = run_dps(vlm, examples, cfg, mapper=inputs.mapper)
+    return judged_result(result, examples, inputs.judge)
+
+
+def judged_result(result: BaselineResult, examples: Sequence[Example], judge) -> BaselineResult:
+    """`result` with the steps of every judged chain judged by `judge` (`judging.judge_chains`;
+    the confidences are per step index, so they stay aligned); unchanged when `judge` is None."""
+    if judge is None or not result.examples:
+        return result
+    chains = judge_chains([e.chain for e in result.examples], examples, judge)
+    return result.model_copy(update={"examples": tuple(e.model_copy(update={"chain": c})
+                                                       for e, c in zip(result.examples, chains))})

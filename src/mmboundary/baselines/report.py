@@ -55,6 +55,8 @@ def confidence_columns(result: BaselineResult, *, include_fallback: bool = True,
         raise ValueError(f"{result.label} does not apply ({result.reason}); it has no columns")
     step_p: list[float] = []
     step_y: list[int] = []
+    matched_p: list[float] = []
+    matched_y: list[int] = []
     levels: list[int] = []
     answer_p: list[float] = []
     answer_y: list[int] = []
@@ -69,6 +71,9 @@ def confidence_columns(result: BaselineResult, *, include_fallback: bool = True,
             if step.correct is not None:
                 step_p.append(p)
                 step_y.append(int(step.correct))
+                if step.reference is not None:
+                    matched_p.append(p)
+                    matched_y.append(int(step.correct))
         if include_fallback or not ex.answer_fallback:
             answer_p.append(ex.answer_confidence)
             answer_y.append(int(ex.chain.answer_correct))
@@ -92,6 +97,8 @@ def confidence_columns(result: BaselineResult, *, include_fallback: bool = True,
         brier_reliability=parts.reliability if parts else None,
         brier_resolution=parts.resolution if parts else None,
         brier_uncertainty=parts.uncertainty if parts else None,
+        mece_matched=ece(matched_p, matched_y, n_bins) if matched_p else None,
+        steps_matched=len(matched_p),
     )
 
 
@@ -106,7 +113,9 @@ def question_scores_of(result: BaselineResult) -> list[QuestionScores]:
                            answer_confidence=float(ex.answer_confidence),
                            step_confidence=tuple(float(p) for p in ex.step_confidences),
                            step_correct=tuple(s.correct for s in ex.chain.steps),
-                           step_kind=tuple(s.kind for s in ex.chain.steps))
+                           step_kind=tuple(s.kind for s in ex.chain.steps),
+                           step_matched=tuple(s.reference is not None for s in ex.chain.steps)
+                           if any(s.reference is not None for s in ex.chain.steps) else ())
             for ex in result.examples]
 
 

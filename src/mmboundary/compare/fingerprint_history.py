@@ -39,6 +39,8 @@ _ADDED_FIELDS: tuple[dict[tuple[str, ...], Any], ...] = (
      ("rl", "level_temperature"): 1.0, ("rl", "questions"): "train", ("rl", "reward", "cs_scale"): "level"},
     # 2026-12-02, third session: the floored level gradient, statement granularity (SaySelf)
     {("rl", "level_floor"): 0.05, ("statements", "granularity"): "step"},
+    # 2026-12-03: the step judge (issue 22); "auto" is exact truth on the built-in benchmark
+    {("judge",): {"kind": "auto", "model": None, "similarity": "bi-encoder", "threshold": None}},
 )
 
 #: The forms of a fingerprint a saved result may have been written in, newest first: 0 the

@@ -65,6 +65,7 @@ from mmboundary.evaluation.references import (
     kind_table,
     train_steps,
 )
+from mmboundary.judging import judge_chains, make_step_judge
 from mmboundary.models import clip as model_clip
 from mmboundary.models import factory
 from mmboundary.records import StepSignals
@@ -242,7 +243,14 @@ class _RunBaselines:
             shared = self.matcher() if self.cfg.statements.kind == "statement" and \
                 self.cfg.evaluate.match_model is None and self.cfg.evaluate.match_kind == "bi-encoder" else None
             kw["mapper"] = self._get("mapper", lambda: make_statement_mapper(self.cfg, encoder=shared))
+        kw["judge"] = self.judge()
         return BaselineInputs(**kw)
+
+    def judge(self):
+        """The run's step judge (`judging.make_step_judge`), sharing the matcher when it is the same model."""
+        j, ev = self.cfg.judge, self.cfg.evaluate
+        same = (j.model, j.similarity) == (ev.match_model, ev.match_kind)
+        return self._get("judge", lambda: make_step_judge(j, self.matcher() if same else None))
 
     def _saved_signals(self, split: str):
         """The estimate stage's chains and signals of `split` when they are the chains the
@@ -316,6 +324,7 @@ class _RunCorrections:
         self.seed = seed
         self._models: dict[str, _CorrectionModel] = {}
         self._matcher = None
+        self._judge = None
 
     def _load(self, name: str) -> _CorrectionModel:
         cfg = self.run.config
@@ -340,8 +349,12 @@ class _RunCorrections:
         levels = crun.internal_levels if spec.model == "vanilla" else crun.expressed_levels
         if self._matcher is None:
             self._matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind)
-        f1 = chains_f1(crun.chains, examples, self._matcher, cfg.evaluate.match_threshold)
-        return CorrectionOutcome(chains=crun.chains, levels=levels, compute=crun.compute_summary(), f1=f1)
+        if self._judge is None:
+            same = (cfg.judge.model, cfg.judge.similarity) == (cfg.evaluate.match_model, cfg.evaluate.match_kind)
+            self._judge = make_step_judge(cfg.judge, self._matcher if same else None)
+        chains = judge_chains(crun.chains, examples, self._judge)
+        f1 = chains_f1(chains, examples, self._matcher, cfg.evaluate.match_threshold)
+        return CorrectionOutcome(chains=chains, levels=levels, compute=crun.compute_summary(), f1=f1)
 
 
 def _greedy_numbers(run, model: str, split: str) -> dict[str, float | None]:

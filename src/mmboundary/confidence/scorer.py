@@ -53,6 +53,7 @@ class ScoringContext:
     similarity: Any = None
     estimate_batch_size: int = 16
     granularity: str = "step"  # `statements.granularity`: 'answer' scores one statement per response
+    judge: Any = None  # the run's step judge (`judging.make_step_judge`); None: truth as the chain builders set it
 
 
 def internal_levels(vlm, context: ScoringContext, examples: Mapping[str, Any], chains) -> list[list[int] | None]:

@@ -60,7 +60,7 @@ __all__ = [
 #: The metrics, named as the `ConfidenceReport` columns they equal (the Brier parts are
 #: `brier_decomposition`'s of the step-level pairs).
 METRICS: tuple[str, ...] = ("accuracy", "ece", "mece", "auroc", "brier", "brier_reliability",
-                            "brier_resolution", "brier_uncertainty", "step_accuracy")
+                            "brier_resolution", "brier_uncertainty", "step_accuracy", "mece_matched")
 #: **[choice]** Bins of ECE and MECE: `confidence_report`'s (calibration's default, 10).
 N_BINS = 10
 #: **[choice]** Resamples per interval: 1000 (the percentile's Monte-Carlo error is then small
@@ -80,7 +80,9 @@ Unit = Annotated[float, Field(ge=0.0, le=1.0)]
 class QuestionScores(BaseModel):
     """What one question contributes to the metrics: the answer's truth and confidence (None: the
     last step has no confidence), and per step its confidence (None: none), truth (None: not
-    known) and kind (`GeneratedStep.kind`; empty when not recorded)."""
+    known), kind (`GeneratedStep.kind`; empty when not recorded) and whether a step judge
+    matched it to a reference step (`GeneratedStep.reference` set; empty when not recorded: then
+    `mece_matched` is undefined)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -90,11 +92,13 @@ class QuestionScores(BaseModel):
     step_confidence: tuple[Unit | None, ...]
     step_correct: tuple[bool | None, ...]
     step_kind: tuple[str | None, ...] = ()
+    step_matched: tuple[bool, ...] = ()
 
     @model_validator(mode="after")
     def _same_steps(self) -> QuestionScores:
         n = len(self.step_confidence)
-        if len(self.step_correct) != n or (self.step_kind and len(self.step_kind) != n):
+        if len(self.step_correct) != n or (self.step_kind and len(self.step_kind) != n) or \
+                (self.step_matched and len(self.step_matched) != n):
             raise ValueError(f"question {self.id!r}: {n} step confidences, {len(self.step_correct)} truths and "
                              f"{len(self.step_kind)} kinds")
         return self
@@ -138,7 +142,9 @@ def question_scores(chain: GeneratedChain, levels: Sequence[int | None]) -> Ques
     return QuestionScores(id=chain.example_id, answer_correct=chain.answer_correct,
                           answer_confidence=conf[-1] if conf else None, step_confidence=conf,
                           step_correct=tuple(s.correct for s in chain.steps),
-                          step_kind=tuple(s.kind for s in chain.steps))
+                          step_kind=tuple(s.kind for s in chain.steps),
+                          step_matched=tuple(s.reference is not None for s in chain.steps)
+                          if any(s.reference is not None for s in chain.steps) else ())
 
 
 # --- One question set as arrays -----------------------------------------------------------------
@@ -156,13 +162,15 @@ class _Flat:
     step_row: np.ndarray
     step_y: np.ndarray
     step_c: np.ndarray
+    step_m: np.ndarray  # per scored step: matched to a reference step (`QuestionScores.step_matched`)
 
 
 def _flatten(questions: Sequence[QuestionScores], index: dict[str, int] | None = None) -> _Flat:
     if index is None:
         index = {q.id: i for i, q in enumerate(questions)}
     rows = np.array([index[q.id] for q in questions], dtype=np.int64)
-    scored = [(r, c, y) for r, q in zip(rows, questions) for c, y in zip(q.step_confidence, q.step_correct)
+    scored = [(r, c, y, m) for r, q in zip(rows, questions)
+              for c, y, m in zip(q.step_confidence, q.step_correct, q.step_matched or (False,) * len(q.step_correct))
               if c is not None and y is not None]
     return _Flat(rows=len(index), answer_row=rows,
                  answer_y=np.array([float(q.answer_correct) for q in questions]),
@@ -170,7 +178,8 @@ def _flatten(questions: Sequence[QuestionScores], index: dict[str, int] | None =
                                     for q in questions]),
                  step_row=np.array([s[0] for s in scored], dtype=np.int64),
                  step_c=np.array([s[1] for s in scored], dtype=float),
-                 step_y=np.array([float(s[2]) for s in scored]))
+                 step_y=np.array([float(s[2]) for s in scored]),
+                 step_m=np.array([bool(s[3]) for s in scored], dtype=bool))
 
 
 def _answers(f: _Flat) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -195,6 +204,7 @@ _POINT: dict[str, Callable[[_Flat], float | None]] = {
     "brier_resolution": lambda f: _or_none(lambda c, y: brier_decomposition(c, y).resolution, f.step_c, f.step_y),
     "brier_uncertainty": lambda f: _or_none(lambda c, y: brier_decomposition(c, y).uncertainty, f.step_c, f.step_y),
     "step_accuracy": lambda f: float(np.mean(f.step_y)) if f.step_y.size else None,
+    "mece_matched": lambda f: _or_none(lambda c, y: ece(c, y, N_BINS), f.step_c[f.step_m], f.step_y[f.step_m]),
 }
 
 
@@ -315,6 +325,10 @@ def _step_bins(f: _Flat) -> _Stats:
     return _bin_stats(f.rows, f.step_row, f.step_c, f.step_y), None
 
 
+def _matched_bins(f: _Flat) -> _Stats:
+    return _bin_stats(f.rows, f.step_row[f.step_m], f.step_c[f.step_m], f.step_y[f.step_m]), None
+
+
 def _step_brier(f: _Flat) -> _Stats:
     return _ratio_stats(f.rows, f.step_row, (f.step_c - f.step_y) ** 2), None
 
@@ -335,6 +349,7 @@ _RESAMPLED: dict[str, tuple[Callable[[_Flat], _Stats], Callable[[np.ndarray, np.
     "brier_resolution": (_group_stats, _resolution),
     "brier_uncertainty": (_group_stats, _uncertainty),
     "step_accuracy": (_step_truth, _ratio),
+    "mece_matched": (_matched_bins, _ece),
 }
 
 

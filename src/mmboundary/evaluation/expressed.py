@@ -9,7 +9,11 @@ so that "vanilla-internal" and "SFT-expressed" rows are computed by one code pat
 Columns of `ConfidenceReport`:
 - `accuracy` (Acc): share of chains whose final answer is correct;
 - `ece`: answer level, confidence = p of the chain's last step, correctness = the answer's;
-- `mece`: step level, the same ECE over every step with a confidence and a known truth;
+- `mece`: step level, the same ECE over every step with a confidence and a known truth (where
+  the truth comes from a step judge, an unmatched step counts as wrong);
+- `mece_matched`: the paper's Fig. 6 variant, over the steps a step judge matched to a reference
+  step only (`GeneratedStep.reference` set; `steps_matched` of them); None where no step was
+  matched, e.g. with exact truth, which matches nothing;
 - `auroc` (step level) and `answer_auroc`, `brier` (step level) and its Murphy decomposition
   `brier_reliability - brier_resolution + brier_uncertainty` (`calibration.brier_decomposition`:
   reliability is the calibration part, resolution the discrimination part; None in reports
@@ -56,6 +60,8 @@ class ConfidenceReport(BaseModel):
     brier_reliability: float | None = None
     brier_resolution: float | None = None
     brier_uncertainty: float | None = None
+    mece_matched: float | None = None
+    steps_matched: int | None = None
 
 
 def chain_levels(chain: GeneratedChain) -> list[int | None]:
@@ -74,6 +80,8 @@ def confidence_report(chains: Sequence[GeneratedChain], levels: Sequence[Sequenc
         raise ValueError(f"confidence_report: {len(chains)} chains but {len(levels)} level lists")
     step_p: list[float] = []
     step_y: list[int] = []
+    matched_p: list[float] = []
+    matched_y: list[int] = []
     all_levels: list[int] = []
     answer_p: list[float] = []
     answer_y: list[int] = []
@@ -92,6 +100,9 @@ def confidence_report(chains: Sequence[GeneratedChain], levels: Sequence[Sequenc
             if step.correct is not None:
                 step_p.append(level_probability(int(level)))
                 step_y.append(int(step.correct))
+                if step.reference is not None:
+                    matched_p.append(step_p[-1])
+                    matched_y.append(step_y[-1])
         if lv and lv[-1] is not None:
             answer_p.append(level_probability(int(lv[-1])))
             answer_y.append(int(chain.answer_correct))
@@ -115,4 +126,6 @@ def confidence_report(chains: Sequence[GeneratedChain], levels: Sequence[Sequenc
         brier_reliability=parts.reliability if parts else None,
         brier_resolution=parts.resolution if parts else None,
         brier_uncertainty=parts.uncertainty if parts else None,
+        mece_matched=ece(matched_p, matched_y) if matched_p else None,
+        steps_matched=len(matched_p),
     )

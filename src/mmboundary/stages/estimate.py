@@ -19,6 +19,7 @@ from mmboundary.evaluation.calibration import calibration_report
 from mmboundary.evaluation.plots import reliability_diagram
 from mmboundary.generation import generate_chains
 from mmboundary.io import atomic_write_json, atomic_write_text
+from mmboundary.judging import make_step_judge
 from mmboundary.models.clip import load_clip
 from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
@@ -81,6 +82,9 @@ def stage_estimate(run: Run) -> dict:
         clip.model.to(device)
     similarity = SentenceSimilarity(ecfg.similarity_model, kind=ecfg.similarity_kind) \
         if "token_sar" in ecfg.signals else None
+    same_model = similarity is not None and (ecfg.similarity_model, ecfg.similarity_kind) == (cfg.judge.model,
+                                                                                             cfg.judge.similarity)
+    judge = make_step_judge(cfg.judge, similarity if same_model else None)
     splits = ["train"] + [s for s in ecfg.splits if s != "train" and s in split_names(run)]
     per_split = {}
     for split in splits:
@@ -89,7 +93,8 @@ def stage_estimate(run: Run) -> dict:
 
         def chains_and_signals(mine, split=split):
             # under several processes: this process's slice of the examples (distributed.shard_map)
-            chains = generate_chains(vlm, mine, cfg.generation, description=f"estimate: generate {split}")
+            chains = generate_chains(vlm, mine, cfg.generation, description=f"estimate: generate {split}",
+                                     judge=judge)
             steps = estimate_signals(vlm, clip, similarity, mine, chains, batch_size=ecfg.batch_size,
                                      signals=tuple(ecfg.signals))
             by_id: dict[str, list] = {}

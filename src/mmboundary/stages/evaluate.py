@@ -46,6 +46,7 @@ from mmboundary.evaluation.references import (
 )
 from mmboundary.generation import chain_record, expressed_chain_record, generate_texts
 from mmboundary.io import atomic_write_json
+from mmboundary.judging import judge_chains, make_step_judge
 from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
 from mmboundary.records import GeneratedChain
@@ -137,6 +138,8 @@ def stage_evaluate(run: Run) -> dict:
     device = make_accelerator(cfg.device).device
     main = is_main_process()  # under several processes: generation is sharded, the rest is rank 0's
     matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind) if main else None
+    same_model = (cfg.evaluate.match_model, cfg.evaluate.match_kind) == (cfg.judge.model, cfg.judge.similarity)
+    judge = make_step_judge(cfg.judge, matcher if same_model else None) if main else None
     mapper = None
     loaded: dict[str, object] = {}
     results: dict[str, dict] = {}
@@ -172,6 +175,7 @@ def stage_evaluate(run: Run) -> dict:
                               for ex, t, p in zip(examples, texts, parsed)]
                 else:
                     chains = [chain_record(ex, t) for ex, t in zip(examples, texts)]
+            chains = judge_chains(chains, examples, judge)  # reused estimate chains too: one judge per run
             write_jsonl(out / f"chains_{name}_{split}.jsonl", chains)
             f1 = chains_f1(chains, examples, matcher, cfg.evaluate.match_threshold)
             results[split][name] = model_row(run, split, name, chains, expressed, reuse is not None, f1)
@@ -213,17 +217,22 @@ def _table_rows(results: dict[str, dict]):
 
 def print_results(results: dict[str, dict]) -> None:
     """The paper's columns per split and model (and reference row): Acc, ECE, MECE, F1, AUROC,
-    Brier, the share of steps with a parsed confidence, and the level shares; then, when the rows
-    have them, the 95 % bootstrap intervals of the main metrics."""
+    Brier, the share of steps with a parsed confidence, and the level shares (and "MECE matched",
+    the paper's Fig. 6 MECE over matched steps only, when a step judge matched steps); then, when
+    the rows have them, the 95 % bootstrap intervals of the main metrics."""
     table = Table(title="mmboundary evaluation (confidence: vanilla = internal levels, others = expressed)")
-    for col in ("split", "model", "Acc", "ECE", "MECE", "F1", "AUROC", "Brier", "parsed", "levels 1-5 (%)"):
+    matched = any(c.get("mece_matched") is not None for _, _, _, c, _ in _table_rows(results))
+    cols = ("split", "model", "Acc", "ECE", "MECE", *(("MECE matched",) if matched else ()), "F1", "AUROC", "Brier",
+            "parsed", "levels 1-5 (%)")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("split", "model") else "right")
     for split, name, m, c, _ in _table_rows(results):
         shares = c.get("level_shares") or {}
         levels = " ".join(f"{100 * shares[k]:.0f}" for k in sorted(shares, key=int)) if shares else "-"
         acc = m["answer_accuracy"] if m is not None else c.get("accuracy")
         f1 = m.get("f1") if m is not None else c.get("f1")
-        table.add_row(split, name, _fmt(acc), _fmt(c.get("ece")), _fmt(c.get("mece")), _fmt(f1),
+        table.add_row(split, name, _fmt(acc), _fmt(c.get("ece")), _fmt(c.get("mece")),
+                      *((_fmt(c.get("mece_matched")),) if matched else ()), _fmt(f1),
                       _fmt(c.get("auroc")), _fmt(c.get("brier")), _fmt(c.get("parsed_share")), levels)
     report_console().print(table)
     print_intervals(results)

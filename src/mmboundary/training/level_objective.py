@@ -43,11 +43,16 @@ __all__ = ["LevelLoss", "StepAlternatives", "expected_level_loss", "level_altern
 
 
 def level_reward_table(correct: Sequence[int], internal: Sequence[int], answer_correct: int,
-                       config: RewardConfig) -> list[list[float]]:
+                       config: RewardConfig,
+                       knowledge: Sequence[float | None] | None = None) -> list[list[float]]:
     """R_t(l) for every step t and level l = 1..5: the total reward (`rewards.step_rewards`, so
     exactly the reward PPO would give) of the chain's steps if step t stated level l. The last
-    step is the final step (R_KA and, by `config.final_ec_target`, R_EC on the answer)."""
+    step is the final step (R_KA and, by `config.final_ec_target`, R_EC on the answer).
+    `knowledge[t]`: step t's matching degree (`RolloutStep.knowledge`), None for none."""
     n = len(correct)
+    knowledge = list(knowledge) if knowledge is not None else [None] * n
+    if len(knowledge) != n:
+        raise ValueError(f"{n} correctness values but {len(knowledge)} matching degrees")
     if len(internal) != n:
         raise ValueError(f"{n} correctness values but {len(internal)} internal levels")
     table = [[0.0] * N_LEVELS for _ in range(n)]
@@ -55,7 +60,8 @@ def level_reward_table(correct: Sequence[int], internal: Sequence[int], answer_c
         return table
     for level in range(1, N_LEVELS + 1):
         steps = tuple(RolloutStep(start=t, end=t + 1, statement_start=t, statement_end=t + 1,
-                                  expressed_level=level, internal_level=int(internal[t]), correct=int(correct[t]))
+                                  expressed_level=level, internal_level=int(internal[t]), correct=int(correct[t]),
+                                  knowledge=knowledge[t])
                       for t in range(n))
         rollout = Rollout(example_id="levels", prompt_length=0, tokens=tuple(range(n)), steps=steps,
                           answer_correct=int(answer_correct))

@@ -3,7 +3,11 @@
 Per step t of a rollout (all bounded in [-1, 1]; the formulas are the project's **[choice]**,
 the paper names the three terms only):
 
-- R_KA,t = 2 * y_t - 1, knowledge accuracy; the final step uses the answer correctness a.
+- R_KA,t = 2 * y_t - 1, knowledge accuracy; the final step uses the answer correctness a. Where
+  the step's truth comes from a step judge that matched it to a reference chain (datasets
+  without exact truth), R_KA,t = 2 * m_t - 1 with m_t in [0, 1] its matching degree
+  (`RolloutStep.knowledge`, the paper's "matching degree"; method.md section 5); the exact
+  checker's degree is y_t itself, so both formulas agree there.
 - R_EC,t = 1 - 2 * (p_t - y_t)^2, expected calibration, with p_t = p(L_expr,t) = (L - 0.5) / 5
   (`confidence.fusion.level_probability`); a bounded proper scoring rule (a rescaled Brier
   score), whose optimum is to state the true probability of being right.
@@ -60,10 +64,15 @@ __all__ = [
 
 # --- The three components -----------------------------------------------------------------------
 
-def r_ka(correct: int) -> float:
-    """Knowledge accuracy: R_KA = 2 * y - 1 (+1 right, -1 wrong)."""
+def r_ka(correct: int, degree: float | None = None) -> float:
+    """Knowledge accuracy: R_KA = 2 * y - 1 (+1 right, -1 wrong); with a matching degree m in
+    [0, 1] (`degree`, from a step judge), 2 * m - 1."""
     if isinstance(correct, bool) or correct not in (0, 1):
         raise ValueError(f"correctness must be 0 or 1, got {correct!r}")
+    if degree is not None:
+        if isinstance(degree, bool) or not 0.0 <= degree <= 1.0:
+            raise ValueError(f"matching degree must be in [0, 1], got {degree!r}")
+        return 2.0 * float(degree) - 1.0
     return 2.0 * correct - 1.0
 
 
@@ -97,8 +106,8 @@ def r_cs(expressed_level: int | None, internal_level: int, unparsed_reward: floa
 
 
 def _one_step(step: RolloutStep, ka_target: int, ec_target: int,
-              config: RewardConfig) -> StepRewards:
-    ka = r_ka(ka_target)
+              config: RewardConfig, degree: float | None = None) -> StepRewards:
+    ka = r_ka(ka_target, degree)
     ec = r_ec(step.expressed_level, ec_target, config.unparsed_reward)
     cs = r_cs(step.expressed_level, step.internal_level, config.unparsed_reward, config.cs_scale)
     total = config.alpha * ka + config.beta * ec + config.gamma * cs
@@ -109,7 +118,8 @@ def step_rewards(rollout: Rollout, config: RewardConfig | None = None) -> tuple[
     """The reward components and total of every step of `rollout`.
 
     The final step's R_KA uses the answer correctness a (`rollout.answer_correct`); its R_EC
-    uses a or y_T as `config.final_ec_target` says. A rollout without steps gets no step reward
+    uses a or y_T as `config.final_ec_target` says. Every other step's R_KA uses its matching
+    degree (`RolloutStep.knowledge`) when it has one, else y_t. A rollout without steps gets no step reward
     (an empty tuple); what to do with such a response is the trainer's decision.
     """
     config = config or RewardConfig()
@@ -122,7 +132,8 @@ def step_rewards(rollout: Rollout, config: RewardConfig | None = None) -> tuple[
                          else step.correct)
         else:
             ka_target = ec_target = step.correct
-        out.append(_one_step(step, ka_target, ec_target, config))
+        degree = step.knowledge if t != last else None
+        out.append(_one_step(step, ka_target, ec_target, config, degree))
     return tuple(out)
 
 

@@ -124,7 +124,8 @@ def prepare_level_batch(samples: Sequence[Any], vlm, reference_model, ctx: Scori
         if not kept:
             continue
         n = len(s.parsed.steps)
-        table = level_reward_table(s.correct[:n], s.internal[:n], s.answer_correct, reward_cfg)
+        table = level_reward_table(s.correct[:n], s.internal[:n], s.answer_correct, reward_cfg,
+                                   s.knowledge[:n] if s.knowledge else None)
         rewards = torch.tensor([table[t] for t in kept], dtype=torch.float32)
         seq = []
         for i in range(0, len(tokens), cfg.forward_batch_size):

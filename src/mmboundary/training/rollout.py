@@ -65,6 +65,9 @@ class RolloutStep:
     - `expressed_level`: 1..5, or None = unparsed (no statement, or one mapping to no level).
     - `internal_level`: 1..5, recomputed on the policy.
     - `correct`: y_t, 0 or 1.
+    - `knowledge`: the step judge's matching degree m_t in [0, 1] when the step's truth came
+      from matching it to a reference chain (`evaluation.judges`; R_KA = 2 m_t - 1), else None
+      (R_KA = 2 y_t - 1).
     """
 
     start: int
@@ -74,6 +77,7 @@ class RolloutStep:
     expressed_level: int | None
     internal_level: int
     correct: int
+    knowledge: float | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.start < self.end:
@@ -92,6 +96,8 @@ class RolloutStep:
         _check_level(self.expressed_level, "expressed_level", optional=True)
         _check_level(self.internal_level, "internal_level", optional=False)
         _check_binary(self.correct, "correct")
+        if self.knowledge is not None and (isinstance(self.knowledge, bool) or not 0.0 <= self.knowledge <= 1.0):
+            raise ValueError(f"knowledge must be a matching degree in [0, 1] or None, got {self.knowledge!r}")
 
     @property
     def has_statement(self) -> bool:

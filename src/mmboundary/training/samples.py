@@ -31,6 +31,7 @@ from mmboundary.confidence import scorer
 from mmboundary.confidence.scorer import ScoringContext, token_char_ends
 from mmboundary.data.images import load_image
 from mmboundary.generation import expressed_chain_record
+from mmboundary.judging import judge_chains
 from mmboundary.statements.chain_format import parse_chains
 from mmboundary.training.rl_config import RLConfig
 from mmboundary.training.rollout import Rollout, RolloutStep, answer_rollout
@@ -74,12 +75,14 @@ def char_spans_to_token_spans(ends: Sequence[int], spans: Sequence[tuple[int, in
 
 
 def build_rollout(example_id: str, prompt_length: int, ids: Sequence[int], ends: Sequence[int], parsed,
-                  correct: Sequence[int], internal_levels: Sequence[int], answer_correct: int) -> tuple[Rollout, int]:
+                  correct: Sequence[int], internal_levels: Sequence[int], answer_correct: int,
+                  knowledge: Sequence[float | None] | None = None) -> tuple[Rollout, int]:
     """A `Rollout` of one sampled response.
 
     - `ids`: the sampled token ids; `ends`: their character ends (`token_char_ends`) in the text
       that `parsed` (a `statements.chain_format.ParsedChain`) was parsed from;
-    - `correct[t]`, `internal_levels[t]`: y_t in {0, 1} and the internal level of parsed step t.
+    - `correct[t]`, `internal_levels[t]`: y_t in {0, 1} and the internal level of parsed step t;
+      `knowledge[t]`: its matching degree from the step judge (None: none; R_KA then uses y_t).
     A step's token span covers its whole sentence (statement included), its statement span the
     statement clause (final punctuation excluded); the reward sits on the statement's last token.
     Tokens that produce only whitespace before a sentence belong to it (the rule of
@@ -114,7 +117,8 @@ def build_rollout(example_id: str, prompt_length: int, ids: Sequence[int], ends:
             level = None
         steps.append(RolloutStep(start=start, end=end, statement_start=s_start, statement_end=s_end,
                                  expressed_level=level, internal_level=int(internal_levels[t]),
-                                 correct=int(correct[t])))
+                                 correct=int(correct[t]),
+                                 knowledge=knowledge[t] if knowledge is not None else None))
         previous_end = end
     rollout = Rollout(example_id=example_id, prompt_length=prompt_length, tokens=tuple(ids), steps=tuple(steps),
                       answer_correct=int(answer_correct))
@@ -141,19 +145,22 @@ class Sample:
     dropped_steps: int = 0
     parsed: Any = None
     correct: tuple[int, ...] = ()
+    knowledge: tuple[float | None, ...] = ()
 
 
 def samples_from_ids(vlm, items: Sequence[tuple[int, Any]], ids: Sequence[Sequence[int]], ctx: ScoringContext,
                      cfg: RLConfig) -> list[Sample]:
     """`Sample`s of sampled responses: `items[i] = (group, example)` answered by token ids
     `ids[i]`. Parses statements (`ctx.mapper`), checks steps and answer
-    (`expressed_chain_record`), recomputes internal levels on `vlm`, builds the rollouts."""
+    (`expressed_chain_record`, then the run's step judge `ctx.judge`), recomputes internal levels
+    on `vlm`, builds the rollouts."""
     examples = {ex.id: ex for _, ex in items}
     images = {i: load_image(ex.image) for i, ex in examples.items()}
     decoded = [token_char_ends(vlm.tokenizer, x) for x in ids]
     texts = [t for t, _ in decoded]
     parsed = parse_chains(texts, ctx.mapper)
-    chains = [expressed_chain_record(ex, t, p) for (_, ex), t, p in zip(items, texts, parsed)]
+    chains = judge_chains([expressed_chain_record(ex, t, p) for (_, ex), t, p in zip(items, texts, parsed)],
+                          examples, ctx.judge)
     internal = scorer.internal_levels(vlm, ctx, examples, chains)
     prompts = {i: vlm.prompt_text(ex.question, ex.choices) for i, ex in examples.items()}
     samples = []
@@ -163,13 +170,14 @@ def samples_from_ids(vlm, items: Sequence[tuple[int, Any]], ids: Sequence[Sequen
         levels = lv if lv is not None else [1] * len(p.steps)
         correct = [int(s.correct) if s.correct is not None else (a if cfg.unknown_step_target == "answer" else 0)
                    for s in chain.steps]
-        rollout, dropped = build_rollout(ex.id, 0, x, ends, p, correct, levels, a)
+        knowledge = [s.match_degree if s.correct is not None else None for s in chain.steps]
+        rollout, dropped = build_rollout(ex.id, 0, x, ends, p, correct, levels, a, knowledge)
         if ctx.granularity == "answer":  # one answer-level statement per response (SaySelf-style)
             rollout = answer_rollout(rollout)
         samples.append(Sample(rollout=rollout, prompt=prompts[ex.id], image=images[ex.id], text=text, group=g,
                               active=active, expressed=tuple(s.level for s in p.steps),
                               internal=tuple(levels) if active else (), answer_correct=a, dropped_steps=dropped,
-                              parsed=p, correct=tuple(correct)))
+                              parsed=p, correct=tuple(correct), knowledge=tuple(knowledge)))
     return samples
 
 
