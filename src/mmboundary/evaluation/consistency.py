@@ -64,7 +64,14 @@ import re
 from dataclasses import dataclass, fields
 from decimal import Decimal
 
-from mmboundary.data.benchmark.language import COLOR_RGB, NUMBER_WORDS
+from mmboundary.data.benchmark.checker import evaluate_claim
+from mmboundary.data.benchmark.language import (
+    COLOR_RGB,
+    NUMBER_WORDS,
+    ArithmeticClaim,
+    ComparisonClaim,
+    parse_claim,
+)
 
 __all__ = [
     "COLORS",
@@ -191,3 +198,20 @@ def conflicts(a: Claims, b: Claims) -> tuple[str, ...]:
 def consistent(a: Claims, b: Claims) -> bool:
     """No class disagrees (`conflicts(a, b)` is empty)."""
     return not conflicts(a, b)
+
+
+def arithmetic_truth(text: str) -> bool | None:
+    """The truth of a sentence that is a closed arithmetic or numeric comparison claim ("3 minus 1
+    is 2.", "2 is more than 1 and 0.", "2 is not less than 3."), decided by arithmetic; None for
+    any other sentence. The grammar is the built-in benchmark's (`data.benchmark.language`:
+    "plus"/"minus"/"+"/"-", "is"/"equals"/"=", "more/greater/larger than", "less/fewer than",
+    "equal to", "the same as", number words or digits). **[choice]** Such a claim is true or
+    false whatever the reference chain says (a right sum of wrong counts is a right sum), as the
+    benchmark's checker judges it."""
+    if not isinstance(text, str):
+        raise TypeError(f"arithmetic_truth: expected a string, got {type(text).__name__}")
+    claim = parse_claim(text)
+    if not isinstance(claim, (ArithmeticClaim, ComparisonClaim)):
+        return None
+    return evaluate_claim(claim, None)
+

@@ -22,7 +22,11 @@ reference step in `example.chain` and the pair's raw similarity. Every judge has
   inconsistent step keeps its reference index and similarity (what it was compared with) and is
   wrong. E.g. reference ["There are 3 red circles", "There are 2 blue squares"], step "There are
   2 red circles." -> matched to reference 0 (0.885 with MiniLM) but inconsistent on numbers:
-  wrong; the encoder judge calls it right.
+  wrong; the encoder judge calls it right. A step that is a closed arithmetic or numeric
+  comparison claim ("3 minus 1 is 2.") is decided by arithmetic (`consistency.arithmetic_truth`;
+  degree 1 / 0, no reference) and takes no part in the matching (**[choice]**, added after the
+  first measurement: on the built-in benchmark's train steps, most true steps this judge called
+  wrong were right sums of counts that differ from the reference chain's; docs/results/step-judges.md).
 
 Both text judges score every (step, reference step) pair of every example with ONE
 `similarity.pairwise` call (none when there is no pair). Reference texts are compared as given:
@@ -56,7 +60,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from mmboundary.data.benchmark.checker import check_step
-from mmboundary.evaluation.consistency import Claims, claims, consistent
+from mmboundary.evaluation.consistency import Claims, arithmetic_truth, claims, consistent
 from mmboundary.evaluation.matching import PairSimilarity, match_matrix
 from mmboundary.records import Example
 
@@ -230,10 +234,12 @@ class ConsistentJudge(_TextJudge):
     def _verdicts(self, preds: list[str], refs: list[str], sim: np.ndarray) -> list[StepVerdict]:
         pc: list[Claims] = [claims(t) for t in preds]
         rc: list[Claims] = [claims(t) for t in refs]
+        closed = [arithmetic_truth(t) for t in preds]  # decided by arithmetic, not matched
         candidates = sorted(
             (not consistent(pc[i], rc[j]), -float(sim[i, j]), int(i), int(j))
-            for i, j in zip(*np.nonzero(sim >= self.threshold)))
-        out = [_WRONG] * len(preds)
+            for i, j in zip(*np.nonzero(sim >= self.threshold)) if closed[i] is None)
+        out = [_WRONG if c is None else StepVerdict(correct=c, degree=float(c), reference=None, similarity=None)
+               for c in closed]
         used_pred: set[int] = set()
         used_ref: set[int] = set()
         for inconsistent, neg_s, i, j in candidates:
