@@ -119,7 +119,9 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
               f"move it. {NO_INTERVAL} after a row: a seed's result keeps no per-question scores (saved in format "
               "/1): its cells have no interval, and its paired differences use only the seeds with scores. F1 has no "
               "interval. "
-              "ECE: answer level; MECE, AUROC, Brier and its parts (reliability: lower is better; resolution: "
+              "ECE: answer level; MECE (over every step with a truth; 'MECE matched', shown where a step judge "
+              "matched steps to reference chains: over matched steps only, the paper's Fig. 6), AUROC, Brier and "
+              "its parts (reliability: lower is better; resolution: "
               "higher is better; uncertainty: the steps' base rate, Brier = rel. - res. + unc.): step level; "
               "the best mean of each column in bold (a ranking of means, not a verdict: see the paired "
               "differences). Paper: LLaVA-NeXT-7B on A-OKVQA / ScienceQA (in-domain) and "
@@ -128,13 +130,15 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
     for table in report.tables:
         title = {"test": "test (in-domain)", "ood": "OOD"}.get(table.split, table.split)
         lines += [f"## {title}", ""]
-        heads = [h for _, h, _ in COLUMNS] + ["parsed", "seeds"]
+        ok = [r for r in table.rows if r.status == "ok"]
+        # "MECE matched" only where a step judge matched steps (never with the benchmark's exact truth)
+        columns = [col for col in COLUMNS if col[0] != "mece_matched" or any(r.stats.get(col[0]) for r in ok)]
+        heads = [h for _, h, _ in columns] + ["parsed", "seeds"]
         paper_heads = [f"paper {d} (ECE / MECE / Acc / F1)" for d in table.datasets]
         lines.append("| row | " + " | ".join(heads + paper_heads) + " |")
         lines.append("|---|" + "---:|" * len(heads) + "---|" * len(paper_heads))
-        ok = [r for r in table.rows if r.status == "ok"]
         best = {}
-        for c, _, direction in COLUMNS:
+        for c, _, direction in columns:
             vals = [r.stats[c].mean for r in ok if r.stats.get(c)]
             if vals and direction != "none":
                 best[c] = min(vals) if direction == "lower" else max(vals)
@@ -144,7 +148,7 @@ def render_markdown(report: Report, figures: Sequence[str] = ()) -> str:
             if r.status == "ok":
                 cells = [_fmt(r.stats.get(c), bold=r.stats.get(c) is not None and r.stats[c].mean == best.get(c),
                               interval=r.intervals.get(c))
-                         for c, _, _ in COLUMNS]
+                         for c, _, _ in columns]
                 cells += [_fmt(r.parsed), _seeds_cell(r, report)]
             else:
                 why = (r.reason or "").replace("|", "/")

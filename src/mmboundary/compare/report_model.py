@@ -26,6 +26,7 @@ COLUMNS: tuple[tuple[str, str, Literal["lower", "higher", "none"]], ...] = (
     ("f1", "F1", "higher"), ("auroc", "AUROC", "higher"), ("brier", "Brier", "lower"),
     ("brier_reliability", "Brier rel.", "lower"), ("brier_resolution", "Brier res.", "higher"),
     ("brier_uncertainty", "Brier unc.", "none"),
+    ("mece_matched", "MECE matched", "lower"),  # the paper's Fig. 6: matched steps only (a step judge); shown when set
 )
 #: The columns read from the saved `ConfidenceReport`s; the others come from the questions.
 REPORT_COLUMNS: tuple[str, ...] = ("ece", "mece", "accuracy", "f1", "auroc", "brier")
