@@ -184,7 +184,10 @@ class Results:
                 "has_image": ex is not None,
                 "answer": chain.answer, "answer_correct": chain.answer_correct,
                 "error": example_error(levels, truth),
-                "steps": [{"index": i, "text": s.text, "statement": s.statement, "level": lv, "correct": s.correct}
+                "steps": [{"index": i, "text": s.text, "statement": s.statement, "level": lv, "correct": s.correct,
+                           # the reference step a step judge matched it to, and the matching degree (else None)
+                           "matched": ex.chain[s.reference].text if ex is not None and s.reference is not None
+                           and s.reference < len(ex.chain) else None, "match_degree": s.match_degree}
                           for i, (s, lv) in enumerate(zip(chain.steps, levels))],
             })
         rows.sort(key=lambda r: (r["error"] is None, -(r["error"] or 0.0), r["example_id"]))

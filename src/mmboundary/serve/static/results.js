@@ -88,6 +88,8 @@ function stepChips(ex) {
                     (s.level === null ? "–" : s.level) + (s.correct === null ? "" : (s.correct ? " ✓" : " ✗")));
     li.append(chip, el("span", null, s.text));
     if (s.statement) li.appendChild(el("span", "statement", " — " + s.statement));
+    if (s.matched) li.appendChild(el("div", "muted", "matched: " + s.matched
+                                     + (s.match_degree === null ? "" : " (degree " + s.match_degree.toFixed(2) + ")")));
     list.appendChild(li);
   }
   return list;
