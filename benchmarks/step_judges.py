@@ -23,7 +23,8 @@ paths), and the `--set` overrides that run the pipeline on them with `data.sourc
 
 `judged-run`: a run made on that export (no checker available to it, steps judged by the run's
 judge) against exact truth: every step of its chains is checked again with the benchmark's checker
-(the examples of `--exact-run`, by id), and MECE (both definitions), step AUROC and Brier are
+(the examples of `--exact-run`, by id), and MECE (both definitions: over all steps, and over the
+steps the judge matched, each with either truth on the same steps), step AUROC and Brier are
 computed with each truth on the same chains and levels, with the paired bootstrap interval of
 the difference. Writes benchmarks/results/step_judges_run.json.
 """
@@ -203,12 +204,14 @@ def export(args) -> None:
 
 
 def _exact(chains: list[GeneratedChain], by_id: dict) -> list[GeneratedChain]:
-    """The chains with every step checked again by the benchmark's checker (and no judge fields)."""
+    """The chains with every step checked again by the benchmark's checker. Each step keeps the
+    judge's `reference`, so that "MECE over matched steps" is computed on the same steps with
+    either truth."""
     out = []
     for c in chains:
         ex = by_id[c.example_id]
-        steps = tuple(s.model_copy(update={"correct": check_step(s.text, ex), "match_degree": None,
-                                           "reference": None}) for s in c.steps)
+        steps = tuple(s.model_copy(update={"correct": check_step(s.text, ex), "match_degree": None})
+                      for s in c.steps)
         out.append(c.model_copy(update={"steps": steps}))
     return out
 
@@ -233,15 +236,16 @@ def judged_run(args) -> dict:
             qj = [question_scores(c, v) for c, v in zip(judged, lv)]
             qe = [question_scores(c, v) for c, v in zip(exact, lv)]
             row = {"questions": len(qj)}
-            for name in ("mece", "auroc", "brier", "step_accuracy"):
+            for name in ("mece", "mece_matched", "auroc", "brier", "step_accuracy"):
                 d = paired_difference([qj], [qe], name)
                 row[name] = {"judge": metric(name, qj), "exact": metric(name, qe), "difference": d.estimate,
                              "interval": [d.low, d.high]}
-            row["mece_matched"] = {"judge": metric("mece_matched", qj), "exact_all_steps": metric("mece", qe)}
+            row["matched_share"] = sum(s.reference is not None for c in judged for s in c.steps) / max(
+                1, sum(len(c.steps) for c in judged))
             result["rows"][f"{model}/{split}"] = row
             print(f"{model}/{split}: " + "  ".join(
-                f"{k} {v['judge']:.3f} vs {v.get('exact', v.get('exact_all_steps')):.3f}"
-                for k, v in row.items() if isinstance(v, dict) and v["judge"] is not None))
+                f"{k} {v['judge']:.3f} vs {v['exact']:.3f}" for k, v in row.items()
+                if isinstance(v, dict) and v["judge"] is not None) + f"  matched {row['matched_share']:.2f}")
     out = Path(args.out or RESULTS / "step_judges_run.json")
     out.write_text(json.dumps(result, indent=2) + "\n", "utf-8")
     print(f"wrote {out}")
