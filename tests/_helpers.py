@@ -11,7 +11,8 @@ them, so that a test module which only needs a path or an image stays quick to i
   bomb), `LOADER_FIXTURES` / `LOADER_IMAGES` (tests/fixtures/loaders);
 - the inspector: `QUESTION`, `write_results` (hand-made evaluate output), `post_ask`, `Server`
   (`mmboundary serve` in a subprocess);
-- `small_run` (the overrides of a miniature of the built-in default, every stage).
+- `small_run` (the overrides of a miniature of the built-in default, every stage);
+- `TableSimilarity`: a sentence similarity read from a table, counting its calls (matching, judges).
 """
 
 from __future__ import annotations
@@ -278,3 +279,21 @@ def small_run(n_ood: int = 8) -> list[str]:
         "rl.iterations=1", "rl.rollout_batch_size=2", "rl.samples_per_question=2", "rl.max_new_tokens=12",
         "rl.minibatch_size=2", "rl.ppo_epochs=1", "stages=[data,base,estimate,sft_data,sft,rl,evaluate]",
     ]
+
+
+class TableSimilarity:
+    """A `PairSimilarity` that reads scores from a table (0.0 for a pair it lacks) and counts its
+    calls and the pairs it was asked."""
+
+    def __init__(self, table: dict[tuple[str, str], float] | None = None):
+        self.table = dict(table or {})
+        self.calls = 0
+        self.seen: list[tuple[str, str]] = []
+
+    def pairwise(self, pairs):
+        import numpy as np
+
+        self.calls += 1
+        self.seen.extend(pairs)
+        return np.array([self.table.get(p, 0.0) for p in pairs], dtype=float)
+

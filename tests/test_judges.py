@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, precision_score, recall_score
 
+from _helpers import TableSimilarity
 from mmboundary.data.benchmark import BenchmarkSpec, check_step, generate_examples
 from mmboundary.evaluation.judges import (
     JUDGES,
@@ -21,20 +22,6 @@ from mmboundary.evaluation.judges import (
     register_judge,
 )
 from mmboundary.records import Example, ReferenceStep, StepKind
-
-
-class _Fake:
-    """A similarity that reads scores from a table (0.0 otherwise) and counts its calls."""
-
-    def __init__(self, table: dict[tuple[str, str], float]):
-        self.table = table
-        self.calls = 0
-        self.seen: list[tuple[str, str]] = []
-
-    def pairwise(self, pairs):
-        self.calls += 1
-        self.seen.extend(pairs)
-        return np.array([self.table.get(p, 0.0) for p in pairs])
 
 
 def _example(id: str, *chain: str) -> Example:
@@ -50,13 +37,13 @@ EX = _example("ex-order", R0, R1, R2)
 
 
 def test_encoder_judge_matches_by_similarity_only():
-    [verdicts] = EncoderJudge(_Fake(TABLE), 0.65).judge([[S0, S1]], [EX])
+    [verdicts] = EncoderJudge(TableSimilarity(TABLE), 0.65).judge([[S0, S1]], [EX])
     assert verdicts == (StepVerdict(correct=True, degree=0.9, reference=0, similarity=0.9),
                         StepVerdict(correct=True, degree=0.93, reference=2, similarity=0.93))
 
 
 def test_consistent_judge_takes_consistent_pairs_first():
-    [verdicts] = ConsistentJudge(_Fake(TABLE), 0.65).judge([[S0, S1]], [EX])
+    [verdicts] = ConsistentJudge(TableSimilarity(TABLE), 0.65).judge([[S0, S1]], [EX])
     # S0 -> R1 (consistent, 0.7) although R0 scores 0.9; S1 -> R2 (its only candidate), numbers 2 vs 3: wrong
     assert verdicts == (StepVerdict(correct=True, degree=0.7, reference=1, similarity=0.7),
                         StepVerdict(correct=False, degree=0.0, reference=2, similarity=0.93))
@@ -64,18 +51,20 @@ def test_consistent_judge_takes_consistent_pairs_first():
 
 def test_consistent_judge_one_to_one_and_threshold():
     table = {("a 2 b", "r 2"): 0.7, ("a 3 b", "r 2"): 0.9, ("a 2 c", "r 2"): 0.65, ("a 4", "r 2"): 0.64}
-    [v] = ConsistentJudge(_Fake(table), 0.65).judge([["a 3 b", "a 2 b", "a 2 c", "a 4"]], [_example("e", "r 2")])
+    [v] = ConsistentJudge(TableSimilarity(table), 0.65).judge([["a 3 b", "a 2 b", "a 2 c", "a 4"]],
+                                                              [_example("e", "r 2")])
     # "a 2 b" takes the only reference (consistent, 0.7); "a 3 b" (inconsistent, 0.9) and the tied-below
     # "a 2 c" find it taken; "a 4" is under the threshold
     assert [x.correct for x in v] == [False, True, False, False]
     assert [x.reference for x in v] == [None, 0, None, None] and v[1].degree == pytest.approx(0.7)
     # inclusive threshold, lower predicted index first among equal consistent pairs
-    [w] = ConsistentJudge(_Fake({("x", "r"): 0.65, ("y", "r"): 0.65}), 0.65).judge([["x", "y"]], [_example("e", "r")])
+    sim = TableSimilarity({("x", "r"): 0.65, ("y", "r"): 0.65})
+    [w] = ConsistentJudge(sim, 0.65).judge([["x", "y"]], [_example("e", "r")])
     assert [x.reference for x in w] == [0, None]
 
 
 def test_degree_is_clamped_similarity_or_zero():
-    fake = _Fake({("a", "r"): 1.2, ("b", "s"): 0.8})
+    fake = TableSimilarity({("a", "r"): 1.2, ("b", "s"): 0.8})
     [v] = EncoderJudge(fake, 0.5).judge([["a", "b", "c"]], [_example("e", "r", "s")])
     assert [x.degree for x in v] == [1.0, 0.8, 0.0]
     assert v[0].similarity == 1.2 and v[2] == StepVerdict(correct=False, degree=0.0)
@@ -84,26 +73,27 @@ def test_degree_is_clamped_similarity_or_zero():
 
 
 def test_final_period_of_reference_does_not_matter():
-    with_period = _Fake({(S0, R0 + "."): 0.9, (S0, R1 + "."): 0.7})
-    [a] = ConsistentJudge(_Fake(TABLE), 0.65).judge([[S0]], [_example("e", R0, R1)])
+    with_period = TableSimilarity({(S0, R0 + "."): 0.9, (S0, R1 + "."): 0.7})
+    [a] = ConsistentJudge(TableSimilarity(TABLE), 0.65).judge([[S0]], [_example("e", R0, R1)])
     [b] = ConsistentJudge(with_period, 0.65).judge([[S0]], [_example("e", R0 + ".", R1 + ".")])
     assert a == b == (StepVerdict(correct=True, degree=0.7, reference=1, similarity=0.7),)
 
 
 @pytest.mark.parametrize("judge", [EncoderJudge, ConsistentJudge])
 def test_one_pairwise_call_and_empty_cases(judge):
-    fake = _Fake({("a", "r"): 0.9, ("c", "r"): 0.8})
+    fake = TableSimilarity({("a", "r"): 0.9, ("c", "r"): 0.8})
     examples = [_example("one", "r", "s"), _example("no-chain"), _example("no-steps", "r"), _example("two", "r")]
     out = judge(fake, 0.5).judge([["a", "b"], ["x", "y"], [], ["c"]], examples)
     assert fake.calls == 1 and len(fake.seen) == 2 * 2 + 0 + 0 + 1
     assert out[1] == (None, None) and out[2] == ()
     assert [v.correct for v in out[0]] == [True, False] and out[3][0].correct
-    empty = _Fake({})
+    empty = TableSimilarity({})
     assert judge(empty, 0.5).judge([["x"], []], [_example("no-chain"), _example("e", "r")]) == [(None,), ()]
     assert empty.calls == 0
 
 
-@pytest.mark.parametrize("judge", [EncoderJudge(_Fake({}), 0.5), ConsistentJudge(_Fake({}), 0.5), ExactJudge()])
+@pytest.mark.parametrize("judge", [EncoderJudge(TableSimilarity(), 0.5), ConsistentJudge(TableSimilarity(), 0.5),
+                                   ExactJudge()])
 def test_errors_name_the_example(judge):
     a, b = _example("ex-a", "r"), _example("ex-b", "r")
     with pytest.raises(ValueError, match="ex-b"):
@@ -120,14 +110,14 @@ def test_exact_judge_needs_a_scene():
     with pytest.raises(ValueError, match="ex-a"):
         ExactJudge().judge([["There are 2 red objects."]], [_example("ex-a", "r")])
     with pytest.raises(ValueError, match="finite"):
-        EncoderJudge(_Fake({}), float("nan"))
+        EncoderJudge(TableSimilarity({}), float("nan"))
 
 
 def test_registry():
     assert JUDGES == {"exact": ExactJudge, "encoder": EncoderJudge, "consistent": ConsistentJudge}
     assert get_judge_class("consistent") is ConsistentJudge
     assert (ExactJudge.name, EncoderJudge.name, ConsistentJudge.name) == ("exact", "encoder", "consistent")
-    assert ConsistentJudge(_Fake({}), 0.5).name == "consistent"
+    assert ConsistentJudge(TableSimilarity({}), 0.5).name == "consistent"
     with pytest.raises(ValueError, match="unknown step judge 'nli'; registered: consistent, encoder, exact"):
         get_judge_class("nli")
     with pytest.raises(ValueError, match="already registered"):

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 
+from _helpers import TableSimilarity
 from mmboundary.config import JudgeConfig, load_config
 from mmboundary.data.benchmark import BenchmarkSpec, check_step, generate_examples
 from mmboundary.errors import ConfigError
@@ -18,24 +18,13 @@ from mmboundary.generation import chain_record
 from mmboundary.judging import DEFAULT_THRESHOLDS, AutoJudge, judge_chains, make_step_judge
 
 
-class _Table:
-    """A similarity that reads scores from a table (0.0 otherwise) and counts its calls."""
-
-    def __init__(self, table):
-        self.table, self.calls = table, 0
-
-    def pairwise(self, pairs):
-        self.calls += 1
-        return np.array([self.table.get(p, 0.0) for p in pairs])
-
-
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory):
     return generate_examples(BenchmarkSpec(n_train=6, n_test=0, n_ood=0), "train", tmp_path_factory.mktemp("img"))
 
 
 def test_make_step_judge_kinds():
-    sim = _Table({})
+    sim = TableSimilarity({})
     assert isinstance(make_step_judge(JudgeConfig(kind="exact")), ExactJudge)
     enc = make_step_judge(JudgeConfig(kind="encoder"), sim)
     con = make_step_judge(JudgeConfig(kind="consistent", threshold=0.5), sim)
@@ -59,7 +48,7 @@ def test_auto_judge_is_exact_with_a_scene_and_the_text_judge_without(examples):
     """Benchmark examples (a scene) get the checker; the same examples without their scene (the
     annotated format) get the text judge, built only when first needed."""
     built = []
-    sim = _Table({})
+    sim = TableSimilarity({})
 
     def text():
         built.append(1)
@@ -89,7 +78,7 @@ def test_judge_chains_writes_truth_reference_and_degree(examples):
     chain = chain_record(ex, text)
     assert all(s.correct is None for s in chain.steps)  # no scene: nothing knows
     degrees = [0.95 - 0.01 * i for i in range(len(ex.chain))]
-    sim = _Table({(g.text, r.text): (d if g.text == r.text else 0.1)
+    sim = TableSimilarity({(g.text, r.text): (d if g.text == r.text else 0.1)
                   for g, d in zip(chain.steps, degrees) for r in ex.chain})
     [judged] = judge_chains([chain], [ex], ConsistentJudge(sim, 0.9))
     assert [s.correct for s in judged.steps] == [True] * len(ex.chain)
@@ -109,7 +98,7 @@ def test_both_mece_definitions_by_hand(examples):
     refs = [s.text for s in ex.chain]
     text = refs[0] + " There are 9 purple squares."
     chain = chain_record(ex, text)
-    sim = _Table({(chain.steps[0].text, refs[0]): 0.95})
+    sim = TableSimilarity({(chain.steps[0].text, refs[0]): 0.95})
     [judged] = judge_chains([chain], [ex], ConsistentJudge(sim, 0.9))
     assert [s.correct for s in judged.steps] == [True, False]
     assert [s.reference for s in judged.steps] == [0, None]
@@ -129,5 +118,5 @@ def test_unjudgeable_steps_keep_no_truth():
     ex = generate_examples(BenchmarkSpec(n_train=1, n_test=0, n_ood=0), "train", Path("/tmp"))[0]
     bare = ex.model_copy(update={"scene": None, "chain": ()})
     chain = chain_record(bare, "There are 2 red objects. So the answer is 2.")
-    [judged] = judge_chains([chain], [bare], ConsistentJudge(_Table({}), 0.9))
+    [judged] = judge_chains([chain], [bare], ConsistentJudge(TableSimilarity({}), 0.9))
     assert [s.correct for s in judged.steps] == [None, None]

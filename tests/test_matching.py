@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from _helpers import TableSimilarity
 from mmboundary.evaluation.matching import (
     DEFAULT_MATCH_THRESHOLD,
     Pair,
@@ -142,22 +143,8 @@ def test_mean_f1_per_example():
     assert mean_f1([]) is None
 
 
-class _Fake:
-    """A similarity that reads scores from a table and counts its calls."""
-
-    def __init__(self, table: dict[tuple[str, str], float]):
-        self.table = table
-        self.calls = 0
-        self.seen: list[tuple[str, str]] = []
-
-    def pairwise(self, pairs):
-        self.calls += 1
-        self.seen.extend(pairs)
-        return np.array([self.table.get(p, 0.0) for p in pairs])
-
-
 def test_match_steps_builds_predicted_by_reference_matrix_in_one_call():
-    fake = _Fake({("p0", "r1"): 0.9, ("p1", "r0"): 0.8, ("p1", "r1"): 0.95})
+    fake = TableSimilarity({("p0", "r1"): 0.9, ("p1", "r0"): 0.8, ("p1", "r1"): 0.95})
     m = match_steps(["p0", "p1"], ["r0", "r1"], fake, 0.5)
     assert fake.calls == 1 and len(fake.seen) == 4
     assert list(m.pairs) == [Pair(1, 1, 0.95)]  # p0's only candidate r1 taken first by p1
@@ -166,7 +153,7 @@ def test_match_steps_builds_predicted_by_reference_matrix_in_one_call():
 
 
 def test_match_chains_no_call_without_pairs_and_length_check():
-    fake = _Fake({})
+    fake = TableSimilarity({})
     ms = match_chains([[], ["a"]], [["r"], []], fake, 0.5)
     assert fake.calls == 0 and [m.f1 for m in ms] == [0.0, 0.0]
     with pytest.raises(ValueError):
