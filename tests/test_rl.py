@@ -200,6 +200,7 @@ def test_annotated_data_rewards_each_step_by_its_matching_degree(examples, token
     """On data without exact truth (no scene: the authors' annotated format), the run's step judge
     matches each step to the reference chain: R_KA = 2 m_t - 1 with m_t the step's own matching
     degree, different between the steps of one chain, and that is what reaches the optimiser."""
+    from mmboundary.evaluation.consistency import arithmetic_truth
     from mmboundary.evaluation.judges import ConsistentJudge
 
     annotated = [ex.model_copy(update={"scene": None}) for ex in examples]
@@ -210,9 +211,13 @@ def test_annotated_data_rewards_each_step_by_its_matching_degree(examples, token
     s = batch.samples[0]
     r = s.rollout
     degrees = [st.knowledge for st in r.steps[:-1]]
-    assert all(d is not None and 0.7 <= d < 1.0 for d in degrees)  # every step matched its own reference step
-    assert len(set(degrees)) == len(degrees) >= 2  # R_KA differs between the steps of one chain
-    expected = [2 * d - 1 for d in degrees] + [2 * r.answer_correct - 1]
+    closed = [arithmetic_truth(step.text) is not None for step in annotated[0].chain[:-1]]
+    # every step matched its own reference step, but a sum or comparison, decided by arithmetic
+    assert all((d is None) if c else (d is not None and 0.7 <= d < 1.0) for d, c in zip(degrees, closed))
+    matched = [d for d in degrees if d is not None]
+    assert len(set(matched)) == len(matched) >= 2  # R_KA differs between the steps of one chain
+    expected = [2 * d - 1 if d is not None else 2 * st.correct - 1 for d, st in zip(degrees, r.steps)] \
+        + [2 * r.answer_correct - 1]
     assert [x.r_ka for x in r.rewards] == pytest.approx(expected)
     for t, st in enumerate(r.steps):
         assert batch.score[0, st.statement_end - 1].item() == pytest.approx(expected[t])
