@@ -47,6 +47,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 LEVELS = (1, 2, 3, 4, 5)
 BATCH = 1000
+#: The held-out sets: (statements, ordinary tails) in the package's `statements/data` folder.
+HELDOUT = {"v1": ("heldout_statements.jsonl", "ordinary_tails.jsonl"),
+           "v2": ("heldout_v2_statements.jsonl", "heldout_v2_tails.jsonl")}
 
 
 # --- the sets -----------------------------------------------------------------------------------
@@ -136,8 +139,14 @@ def main() -> None:
     ap.add_argument("--config", default=str(ROOT / "configs" / "default.yaml"),
                     help="run config whose `statements` section builds the mapper")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats of the 1,000-statement batch")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "statement_mapping.json"))
+    ap.add_argument("--heldout", choices=sorted(HELDOUT), default="v1",
+                    help="which held-out set: v1 (phase 1) or v2 (written 2026-12-03, before phase 3)")
+    ap.add_argument("--out", default=None, help="default: benchmarks/results/statement_mapping[_v2].json")
     args = ap.parse_args()
+    statements_file, tails_file = HELDOUT[args.heldout]
+    if args.out is None:
+        suffix = "" if args.heldout == "v1" else f"_{args.heldout}"
+        args.out = str(ROOT / "benchmarks" / "results" / f"statement_mapping{suffix}.json")
 
     import torch
 
@@ -151,8 +160,8 @@ def main() -> None:
         raise SystemExit(f"{args.config}: statements.kind is {cfg.statements.kind!r}; "
                          "this measures the statement mapper")
 
-    heldout = read_jsonl_resource("heldout_statements.jsonl")
-    tails = read_jsonl_resource("ordinary_tails.jsonl")
+    heldout = read_jsonl_resource(statements_file)
+    tails = read_jsonl_resource(tails_file)
     paraphrases, tuning_tails = tuning_sets()
     tuning = [{"text": t, "level": lv} for lv in LEVELS for t in paraphrases[lv]]
 
@@ -230,7 +239,7 @@ def main() -> None:
         },
         "unparsed_counted_as": "wrong (exact and within-one)",
         "sets": {
-            "heldout": {"source": "src/mmboundary/statements/data/heldout_statements.jsonl", **held,
+            "heldout": {"source": f"src/mmboundary/statements/data/{statements_file}", **held,
                         "by_form": by_form, "by_person": by_person,
                         "best_cosine": quantiles(cos_held),
                         "below_min_similarity": int(np.sum(cos_held < mapper.min_similarity))},
@@ -241,7 +250,7 @@ def main() -> None:
         "gap_tuning_minus_heldout": {"exact": round(tune["exact"] - held["exact"], 4),
                                      "within_one": round(tune["within_one"] - held["within_one"], 4)},
         "tails": {
-            "ordinary": {"source": "src/mmboundary/statements/data/ordinary_tails.jsonl", "n": len(tails),
+            "ordinary": {"source": f"src/mmboundary/statements/data/{tails_file}", "n": len(tails),
                          "read_as_statement": int(sum(tail_fp)),
                          "false_positive_rate": round(float(np.mean(tail_fp)), 4),
                          "by_kind": by_kind,
