@@ -1,5 +1,6 @@
-"""Invariants of the held-out evaluation sets of the backward mapping (issue 23):
-`statements/data/heldout_statements.jsonl` and `statements/data/ordinary_tails.jsonl`.
+"""Invariants of the held-out evaluation sets of the backward mapping (issue 23): v1,
+`statements/data/heldout_statements.jsonl` and `statements/data/ordinary_tails.jsonl`, and v2,
+`heldout_v2_statements.jsonl` and `heldout_v2_tails.jsonl` (written before phase 3).
 
 These check the sets, never the mapper's accuracy (that is `benchmarks/statement_mapping.py`).
 No encoder is loaded."""
@@ -49,14 +50,29 @@ def _records(name: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def heldout() -> list[dict]:
-    return _records("heldout_statements.jsonl")
+SETS = {"v1": ("heldout_statements.jsonl", "ordinary_tails.jsonl"),
+        "v2": ("heldout_v2_statements.jsonl", "heldout_v2_tails.jsonl")}
+
+
+@pytest.fixture(scope="module", params=sorted(SETS))
+def version(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def tails() -> list[dict]:
-    return _records("ordinary_tails.jsonl")
+def heldout(version) -> list[dict]:
+    return _records(SETS[version][0])
+
+
+@pytest.fixture(scope="module")
+def tails(version) -> list[dict]:
+    return _records(SETS[version][1])
+
+
+def test_the_two_sets_do_not_overlap():
+    v1 = [r["text"] for r in _records(SETS["v1"][0])] + [r["text"] for r in _records(SETS["v1"][1])]
+    v2 = [r["text"] for r in _records(SETS["v2"][0])] + [r["text"] for r in _records(SETS["v2"][1])]
+    assert not {near_key(t) for t in v1} & {near_key(t) for t in v2}
 
 
 def _reference_texts() -> list[str]:
