@@ -215,8 +215,8 @@ class StatementsConfig(Section):
         "statement", description="'statement': a clause from the packaged pool after each step "
         "(the paper); 'numeric': 'confidence 4/5' instead (the 'w/o S-S mapping' ablation).")
     min_similarity: float | None = Field(
-        None, ge=-1, le=1, description="Backward mapping: below this cosine similarity to the pool a "
-        "statement is unparsed (None: the mapper's documented default).")
+        None, ge=-1, le=1, description="Backward mapping: below this best cosine similarity to the references a "
+        "text is unparsed, whatever the statement detector says (None: the mapper's documented default, 0.4).")
     granularity: Literal["step", "answer"] = Field(
         "step", description="'step': a statement after every step (MMBoundary). 'answer': one statement, "
         "after the final step, for the whole answer (the SaySelf-style baseline, "

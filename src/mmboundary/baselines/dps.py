@@ -5,8 +5,9 @@ confidence in words (linguistic confidence, as in Lin et al., TMLR 2022, "Teachi
 Express Their Uncertainty in Words", and Xiong et al., ICLR 2024). Here it is asked to end every
 step with a short phrase saying how sure it is, shown five example phrases, one per level; the
 phrase after each step's last comma is mapped back to a level by the statement mapper the caller
-passes (the pipeline's `statements.mapping.StatementMapper`: exact pool match, else MiniLM and a
-logistic read-out, unparsed below its similarity threshold), and level L stands for
+passes (the pipeline's `statements.mapping.StatementMapper`: exact match, stated numbers, negation
+rewrites, else MiniLM and a logistic read-out, unparsed when its statement detector or similarity
+floor says the phrase is no statement), and level L stands for
 p(L) = (L - 0.5) / 5.
 
 Where it departs from the paper: the paper's DPS prompt is not given; **[choice]** the example
