@@ -35,7 +35,7 @@ class VisibilityLevel(BaseModel):
 
     contrast: float = Field(1.0, gt=0, le=1, description="Object colour = background + contrast x (colour - bg).")
     noise: float = Field(0.0, ge=0, le=255, description="Standard deviation of the per-pixel Gaussian noise (0-255).")
-    blur: float = Field(0.0, ge=0, le=16, description="Radius of the Gaussian blur applied before the noise (pixels).")
+    blur: float = Field(0.0, ge=0, le=48, description="Radius of the Gaussian blur applied before the noise (pixels).")
 
 
 
