@@ -20,7 +20,7 @@ from mmboundary.records import Example, Scene, SceneObject, StepKind
 
 ROOT = Path(__file__).resolve().parents[1]
 V1 = ROOT / "configs" / "benchmark-v1.yaml"
-DRAFT = ROOT / "configs" / "benchmark-v2-draft.yaml"
+V2 = ROOT / "configs" / "benchmark-v2.yaml"
 
 
 def _digest(root: Path) -> str:
@@ -40,11 +40,22 @@ def test_v1_config_draws_what_benchmark_v1_drew(tmp_path):
     assert _digest(tmp_path) == "e0fe7333f907b2676cca765b2b8eff282267ef4a08b91938a5513e1a03e776a0"
 
 
-def test_the_default_is_still_v1_and_the_draft_is_graded():
-    assert BenchmarkSpec() == load_config(V1).data.benchmark  # until v2 is frozen (docs/benchmark.md)
-    draft = load_config(DRAFT).data.benchmark
+def test_the_default_is_still_v1_and_v2_is_graded():
+    assert BenchmarkSpec() == load_config(V1).data.benchmark  # until v2 fits the default run's time budget
+    draft = load_config(V2).data.benchmark
     assert draft.graded and draft.list_objects and draft.n_test >= 2000 and draft.n_ood >= 2000
     assert max(draft.ood_levels) > max(draft.levels)  # OOD beyond the in-domain visibility range
+
+
+def test_v2_is_frozen(tmp_path):
+    """v2 (configs/benchmark-v2.yaml) was frozen on 2026-12-03 with its vanilla properties
+    (docs/benchmark.md): its generator output may not change. A change is a new named version."""
+    spec = load_config(V2).data.benchmark
+    assert spec.name == "v2" and (spec.n_train, spec.n_test, spec.n_ood) == (6000, 2000, 2000)
+    assert [v.blur for v in spec.visibility] == [0.0, 6.0, 12.0, 24.0, 28.0, 32.0]
+    assert "spatial" not in spec.question_types
+    generate_benchmark(spec.model_copy(update={"n_train": 24, "n_test": 12, "n_ood": 12}), tmp_path, progress=False)
+    assert _digest(tmp_path) == "869af7e68004e95ed821996c77db9a43daf10f42aeb97fc1049397d2a3996164"
 
 
 #: A graded spec with every factor: contrast, blur and noise.

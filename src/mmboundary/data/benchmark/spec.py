@@ -79,7 +79,7 @@ class BenchmarkSpec(BaseModel):
     ood_levels: tuple[int, ...] = Field(
         (0,), min_length=1, description="Indices of `visibility` drawn for OOD scenes, uniformly.")
     list_objects: bool = Field(
-        False, description="Reference chains start with one ObjectClaim step per object, row-major (v2 draft).")
+        False, description="Reference chains start with one ObjectClaim step per object, row-major (v2).")
     question_types: tuple[QuestionType, ...] = Field(
         QUESTION_TYPES,
         description="Question types drawn, in equal shares per split (see questions.py).")
