@@ -38,7 +38,7 @@ from mmboundary.evaluation.expressed import ConfidenceReport
 from mmboundary.evaluation.matching import match_chains, mean_f1
 from mmboundary.evaluation.references import ConstantReference, KindPriorReference
 from mmboundary.io import atomic_write_text
-from mmboundary.judging import make_step_judge
+from mmboundary.judging import make_step_judge, reusable_similarity
 from mmboundary.models.clip import load_clip
 from mmboundary.records import Example, GeneratedChain
 from mmboundary.runs import Run
@@ -191,8 +191,7 @@ def scoring_context(run: Run) -> ScoringContext:
                           levels=Levels.load(est / "levels.json"), fusion=ecfg.fusion, signals=tuple(ecfg.signals),
                           clip=clip, similarity=similarity, estimate_batch_size=ecfg.batch_size,
                           granularity=cfg.statements.granularity,
-                          judge=make_step_judge(cfg.judge, similarity if (ecfg.similarity_model, ecfg.similarity_kind)
-                                                == (cfg.judge.model, cfg.judge.similarity) else None))
+                          judge=make_step_judge(cfg.judge, reusable_similarity(cfg.judge, similarity)))
 
 
 # --- chains and levels --------------------------------------------------------------------------

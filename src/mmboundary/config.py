@@ -143,6 +143,12 @@ class GenerationConfig(Section):
     temperature: float = Field(1.0, gt=0)
 
 
+def _offline_minilm(model: str | None, kind: str) -> bool:
+    """Whether a sentence model setting is the offline MiniLM bi-encoder, the one whose default
+    thresholds were measured."""
+    return model is None and kind == "bi-encoder"
+
+
 class EvaluateConfig(Section):
     splits: list[Literal["train", "test", "ood"]] = Field(default_factory=lambda: ["test", "ood"])
     limit: int | None = Field(None, gt=0, description="Evaluate only the first N examples of each split.")
@@ -155,7 +161,7 @@ class EvaluateConfig(Section):
 
     @model_validator(mode="after")
     def _threshold_for_other_models(self) -> "EvaluateConfig":
-        if self.match_threshold is None and (self.match_model is not None or self.match_kind != "bi-encoder"):
+        if self.match_threshold is None and not _offline_minilm(self.match_model, self.match_kind):
             raise ValueError("evaluate.match_threshold must be set when evaluate.match_model or match_kind is not "
                              "the default: the default 0.65 was measured for the offline MiniLM bi-encoder "
                              "(evaluation/matching.py)")
@@ -181,7 +187,7 @@ class JudgeConfig(Section):
 
     @model_validator(mode="after")
     def _threshold_for_other_models(self) -> "JudgeConfig":
-        if self.threshold is None and (self.model is not None or self.similarity != "bi-encoder"):
+        if self.threshold is None and not _offline_minilm(self.model, self.similarity):
             raise ValueError("judge.threshold must be set when judge.model or judge.similarity is not the "
                              "default: the default threshold was measured for the offline MiniLM bi-encoder "
                              "(measure one with benchmarks/step_judges.py)")

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from mmboundary.confidence.similarity import SentenceSimilarity
+from mmboundary.confidence.similarity import SentenceSimilarity, default_encoder_path
 from mmboundary.config import JudgeConfig
 from mmboundary.evaluation.judges import (
     ConsistentJudge,
@@ -33,7 +33,7 @@ from mmboundary.evaluation.judges import (
 )
 from mmboundary.records import Example, GeneratedChain
 
-__all__ = ["DEFAULT_THRESHOLDS", "AutoJudge", "judge_chains", "make_step_judge"]
+__all__ = ["DEFAULT_THRESHOLDS", "AutoJudge", "judge_chains", "make_step_judge", "reusable_similarity"]
 
 #: Threshold of each text judge with the offline MiniLM bi-encoder (`judge.threshold: null`),
 #: chosen on the built-in default run's TRAIN steps (8,000, vanilla model) as the highest Cohen's
@@ -58,18 +58,24 @@ class AutoJudge:
         if len(steps) != len(examples):
             raise ValueError(f"{len(steps)} step lists but {len(examples)} examples")
         out: list[tuple[StepVerdict | None, ...] | None] = [None] * len(examples)
-        exact = [i for i, ex in enumerate(examples) if ex.scene is not None]
-        text = [i for i, ex in enumerate(examples) if ex.scene is None]
-        for idx, judge in ((exact, self._exact), (text, None)):
+        for exact in (True, False):
+            idx = [i for i, ex in enumerate(examples) if (ex.scene is not None) == exact]
             if not idx:
                 continue
-            if judge is None:
-                if self._text is None:
-                    self._text = self._make_text()
-                judge = self._text
+            if not exact and self._text is None:
+                self._text = self._make_text()
+            judge = self._exact if exact else self._text
             for i, v in zip(idx, judge.judge([steps[i] for i in idx], [examples[i] for i in idx])):
                 out[i] = v
         return out  # type: ignore[return-value]
+
+
+def reusable_similarity(cfg: JudgeConfig, *loaded):
+    """The first of `loaded` (sentence similarities a caller has already loaded; None skipped)
+    that is the model `cfg` names (same path and kind), so that the judge shares it; else None."""
+    want = (str(cfg.model) if cfg.model is not None else default_encoder_path(), cfg.similarity)
+    return next((s for s in loaded if s is not None and (getattr(s, "path", None), getattr(s, "kind", None)) == want),
+                None)
 
 
 def make_step_judge(cfg: JudgeConfig, similarity=None) -> StepJudge:

@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict
 
 from mmboundary.baselines.base import BaselineResult, Cost, ParseCounts
 from mmboundary.confidence.fusion import probability_level
-from mmboundary.evaluation.bootstrap import QuestionScores
+from mmboundary.evaluation.bootstrap import QuestionScores, matched_flags
 from mmboundary.evaluation.calibration import auroc, brier, brier_decomposition, ece, level_shares
 from mmboundary.evaluation.expressed import ConfidenceReport
 
@@ -114,8 +114,7 @@ def question_scores_of(result: BaselineResult) -> list[QuestionScores]:
                            step_confidence=tuple(float(p) for p in ex.step_confidences),
                            step_correct=tuple(s.correct for s in ex.chain.steps),
                            step_kind=tuple(s.kind for s in ex.chain.steps),
-                           step_matched=tuple(s.reference is not None for s in ex.chain.steps)
-                           if any(s.reference is not None for s in ex.chain.steps) else ())
+                           step_matched=matched_flags(ex.chain.steps))
             for ex in result.examples]
 
 

@@ -65,7 +65,7 @@ from mmboundary.evaluation.references import (
     kind_table,
     train_steps,
 )
-from mmboundary.judging import judge_chains, make_step_judge
+from mmboundary.judging import judge_chains, make_step_judge, reusable_similarity
 from mmboundary.models import clip as model_clip
 from mmboundary.models import factory
 from mmboundary.records import StepSignals
@@ -247,10 +247,10 @@ class _RunBaselines:
         return BaselineInputs(**kw)
 
     def judge(self):
-        """The run's step judge (`judging.make_step_judge`), sharing the matcher when it is the same model."""
-        j, ev = self.cfg.judge, self.cfg.evaluate
-        same = (j.model, j.similarity) == (ev.match_model, ev.match_kind)
-        return self._get("judge", lambda: make_step_judge(j, self.matcher() if same else None))
+        """The run's step judge (`judging.make_step_judge`), sharing the matcher (loaded for F1 anyway)
+        when it is the same model."""
+        return self._get("judge", lambda: make_step_judge(self.cfg.judge,
+                                                          reusable_similarity(self.cfg.judge, self.matcher())))
 
     def _saved_signals(self, split: str):
         """The estimate stage's chains and signals of `split` when they are the chains the
@@ -350,8 +350,7 @@ class _RunCorrections:
         if self._matcher is None:
             self._matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind)
         if self._judge is None:
-            same = (cfg.judge.model, cfg.judge.similarity) == (cfg.evaluate.match_model, cfg.evaluate.match_kind)
-            self._judge = make_step_judge(cfg.judge, self._matcher if same else None)
+            self._judge = make_step_judge(cfg.judge, reusable_similarity(cfg.judge, self._matcher))
         chains = judge_chains(crun.chains, examples, self._judge)
         f1 = chains_f1(chains, examples, self._matcher, cfg.evaluate.match_threshold)
         return CorrectionOutcome(chains=chains, levels=levels, compute=crun.compute_summary(), f1=f1)

@@ -50,6 +50,7 @@ __all__ = [
     "Interval",
     "PairedDifference",
     "QuestionScores",
+    "matched_flags",
     "metric",
     "metric_intervals",
     "paired_difference",
@@ -132,6 +133,13 @@ class PairedDifference(BaseModel):
     verdict: Literal["lower", "higher", "no measurable difference"]
 
 
+def matched_flags(steps: Sequence) -> tuple[bool, ...]:
+    """`QuestionScores.step_matched` of a chain's steps: per step whether a step judge matched it
+    to a reference step; () when none was (not recorded: exact truth, or no judge)."""
+    flags = tuple(s.reference is not None for s in steps)
+    return flags if any(flags) else ()
+
+
 def question_scores(chain: GeneratedChain, levels: Sequence[int | None]) -> QuestionScores:
     """A judged chain whose step t has level `levels[t]` (None: no confidence) as scores: each
     step's confidence p(L) = (L - 0.5) / 5, the answer's = the last step's (None when the last
@@ -143,8 +151,7 @@ def question_scores(chain: GeneratedChain, levels: Sequence[int | None]) -> Ques
                           answer_confidence=conf[-1] if conf else None, step_confidence=conf,
                           step_correct=tuple(s.correct for s in chain.steps),
                           step_kind=tuple(s.kind for s in chain.steps),
-                          step_matched=tuple(s.reference is not None for s in chain.steps)
-                          if any(s.reference is not None for s in chain.steps) else ())
+                          step_matched=matched_flags(chain.steps))
 
 
 # --- One question set as arrays -----------------------------------------------------------------

@@ -61,7 +61,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mmboundary.data.benchmark.checker import check_step
 from mmboundary.evaluation.consistency import Claims, arithmetic_truth, claims, consistent
-from mmboundary.evaluation.matching import PairSimilarity, match_matrix
+from mmboundary.evaluation.matching import PairSimilarity, match_matrix, similarity_matrices
 from mmboundary.records import Example
 
 __all__ = [
@@ -150,24 +150,6 @@ def _checked(steps: Sequence[Sequence[str]], examples: Sequence[Example]) -> lis
     return out
 
 
-def _matrices(similarity: PairSimilarity, preds: list[list[str]], refs: list[list[str]]) -> list[np.ndarray]:
-    """Per example, the (predicted x reference) similarity matrix, from ONE `pairwise` call."""
-    pairs = [(a, b) for p, r in zip(preds, refs) for a in p for b in r]
-    g = np.zeros(0, dtype=np.float64)
-    if pairs:
-        g = np.asarray(similarity.pairwise(pairs), dtype=np.float64).reshape(-1)
-        if g.shape[0] != len(pairs):
-            raise ValueError(f"similarity.pairwise returned {g.shape[0]} scores for {len(pairs)} pairs")
-        if not np.isfinite(g).all():
-            raise ValueError("similarity.pairwise returned NaN or infinity")
-    out, start = [], 0
-    for p, r in zip(preds, refs):
-        n = len(p) * len(r)
-        out.append(g[start:start + n].reshape(len(p), len(r)))
-        start += n
-    return out
-
-
 def _clamp(x: float) -> float:
     return min(max(float(x), 0.0), 1.0)
 
@@ -207,7 +189,7 @@ class _TextJudge:
         preds = _checked(steps, examples)
         refs = [[r.text for r in e.chain] for e in examples]
         out: Verdicts = []
-        for p, r, m in zip(preds, refs, _matrices(self.similarity, preds, refs)):
+        for p, r, m in zip(preds, refs, similarity_matrices(preds, refs, self.similarity)):
             out.append(tuple(self._verdicts(p, r, m)) if r else (None,) * len(p))
         return out
 

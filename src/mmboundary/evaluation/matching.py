@@ -96,6 +96,7 @@ __all__ = [
     "match_matrix",
     "match_steps",
     "mean_f1",
+    "similarity_matrices",
     "step_match",
 ]
 
@@ -263,29 +264,36 @@ def _scores(similarity: PairSimilarity, pairs: list[tuple[str, str]]) -> np.ndar
     return g
 
 
+def similarity_matrices(predicted_chains: Sequence[Sequence[str]], reference_chains: Sequence[Sequence[str]],
+                        similarity: PairSimilarity) -> list[np.ndarray]:
+    """Per example k, the (predicted x reference) similarity matrix of `predicted_chains[k]` and
+    `reference_chains[k]` (step texts), every pair of every example scored in ONE
+    `similarity.pairwise` call (none when there is no pair at all)."""
+    if len(predicted_chains) != len(reference_chains):
+        raise ValueError(f"{len(predicted_chains)} predicted chains but {len(reference_chains)} reference chains")
+    preds = [_check_steps(p, "a predicted chain") for p in predicted_chains]
+    refs = [_check_steps(r, "a reference chain") for r in reference_chains]
+    g = _scores(similarity, [(a, b) for p, r in zip(preds, refs) for a in p for b in r])
+    out: list[np.ndarray] = []
+    start = 0
+    for p, r in zip(preds, refs):
+        n = len(p) * len(r)
+        out.append(g[start:start + n].reshape(len(p), len(r)))
+        start += n
+    return out
+
+
 def match_chains(predicted_chains: Sequence[Sequence[str]], reference_chains: Sequence[Sequence[str]],
                  similarity: PairSimilarity, threshold: float | None = None) -> list[StepMatch]:
     """Match many examples' chains with ONE `similarity.pairwise` call for all of them.
 
     `predicted_chains[k]` and `reference_chains[k]` are example k's step texts (statements
     already stripped from the predicted steps). Every (predicted, reference) pair of every
-    example is scored in that one call (no call when there is no pair at all); the matrices are
-    then matched per example as `step_match` does. Equal to `match_steps` per example.
+    example is scored in that one call (`similarity_matrices`); the matrices are then matched
+    per example as `step_match` does. Equal to `match_steps` per example.
     """
     t = _threshold(threshold)
-    if len(predicted_chains) != len(reference_chains):
-        raise ValueError(f"{len(predicted_chains)} predicted chains but {len(reference_chains)} reference chains")
-    preds = [_check_steps(p, "a predicted chain") for p in predicted_chains]
-    refs = [_check_steps(r, "a reference chain") for r in reference_chains]
-    pairs = [(a, b) for p, r in zip(preds, refs) for a in p for b in r]
-    g = _scores(similarity, pairs)
-    out: list[StepMatch] = []
-    start = 0
-    for p, r in zip(preds, refs):
-        n = len(p) * len(r)
-        out.append(step_match(g[start:start + n].reshape(len(p), len(r)), t))
-        start += n
-    return out
+    return [step_match(m, t) for m in similarity_matrices(predicted_chains, reference_chains, similarity)]
 
 
 def match_steps(predicted: Sequence[str], reference: Sequence[str], similarity: PairSimilarity,

@@ -19,7 +19,7 @@ from mmboundary.evaluation.calibration import calibration_report
 from mmboundary.evaluation.plots import reliability_diagram
 from mmboundary.generation import generate_chains
 from mmboundary.io import atomic_write_json, atomic_write_text
-from mmboundary.judging import make_step_judge
+from mmboundary.judging import make_step_judge, reusable_similarity
 from mmboundary.models.clip import load_clip
 from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
@@ -82,9 +82,7 @@ def stage_estimate(run: Run) -> dict:
         clip.model.to(device)
     similarity = SentenceSimilarity(ecfg.similarity_model, kind=ecfg.similarity_kind) \
         if "token_sar" in ecfg.signals else None
-    same_model = similarity is not None and (ecfg.similarity_model, ecfg.similarity_kind) == (cfg.judge.model,
-                                                                                             cfg.judge.similarity)
-    judge = make_step_judge(cfg.judge, similarity if same_model else None)
+    judge = make_step_judge(cfg.judge, reusable_similarity(cfg.judge, similarity))
     splits = ["train"] + [s for s in ecfg.splits if s != "train" and s in split_names(run)]
     per_split = {}
     for split in splits:

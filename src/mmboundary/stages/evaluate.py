@@ -46,7 +46,7 @@ from mmboundary.evaluation.references import (
 )
 from mmboundary.generation import chain_record, expressed_chain_record, generate_texts
 from mmboundary.io import atomic_write_json
-from mmboundary.judging import judge_chains, make_step_judge
+from mmboundary.judging import judge_chains, make_step_judge, reusable_similarity
 from mmboundary.models.factory import load_vlm
 from mmboundary.progress import report_console
 from mmboundary.records import GeneratedChain
@@ -138,8 +138,7 @@ def stage_evaluate(run: Run) -> dict:
     device = make_accelerator(cfg.device).device
     main = is_main_process()  # under several processes: generation is sharded, the rest is rank 0's
     matcher = SentenceSimilarity(cfg.evaluate.match_model, kind=cfg.evaluate.match_kind) if main else None
-    same_model = (cfg.evaluate.match_model, cfg.evaluate.match_kind) == (cfg.judge.model, cfg.judge.similarity)
-    judge = make_step_judge(cfg.judge, matcher if same_model else None) if main else None
+    judge = make_step_judge(cfg.judge, reusable_similarity(cfg.judge, matcher)) if main else None
     mapper = None
     loaded: dict[str, object] = {}
     results: dict[str, dict] = {}

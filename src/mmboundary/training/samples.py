@@ -170,7 +170,7 @@ def samples_from_ids(vlm, items: Sequence[tuple[int, Any]], ids: Sequence[Sequen
         levels = lv if lv is not None else [1] * len(p.steps)
         correct = [int(s.correct) if s.correct is not None else (a if cfg.unknown_step_target == "answer" else 0)
                    for s in chain.steps]
-        knowledge = [s.match_degree if s.correct is not None else None for s in chain.steps]
+        knowledge = [s.match_degree for s in chain.steps]  # set only where a judge matched the step
         rollout, dropped = build_rollout(ex.id, 0, x, ends, p, correct, levels, a, knowledge)
         if ctx.granularity == "answer":  # one answer-level statement per response (SaySelf-style)
             rollout = answer_rollout(rollout)
