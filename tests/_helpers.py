@@ -99,7 +99,7 @@ def build_tiny_run(root: Path, image_dir: Path) -> TinyRun:
     from mmboundary.runs import Run
 
     spec = tiny_spec()
-    examples = generate_examples(BenchmarkSpec(n_train=3, n_test=0, n_ood=0), "train", image_dir)
+    examples = generate_examples(BenchmarkSpec.version("v1", n_train=3, n_test=0, n_ood=0), "train", image_dir)
     tokenizer = tiny_tokenizer(examples)
     cfg = load_config(None, ["statements.kind=numeric", "estimate.signals=[lnlp,mte]",
                              "estimate.fusion.ablate=[token_sar,clip_score]", "generation.max_new_tokens=16",

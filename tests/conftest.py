@@ -16,7 +16,8 @@ def examples(tmp_path_factory):
     """Three train examples of the built-in benchmark (scenes, images, reference chains)."""
     from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
 
-    return generate_examples(BenchmarkSpec(n_train=3, n_test=0, n_ood=0), "train", tmp_path_factory.mktemp("images"))
+    spec = BenchmarkSpec.version("v1", n_train=3, n_test=0, n_ood=0)
+    return generate_examples(spec, "train", tmp_path_factory.mktemp("images"))
 
 
 @pytest.fixture(scope="module")

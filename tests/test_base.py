@@ -11,7 +11,7 @@ from mmboundary.training.base import init_vision_from_clip, reference_response, 
 
 
 def test_training_items_mix_captions_at_the_configured_share(tmp_path):
-    examples = generate_examples(BenchmarkSpec(n_train=30, n_test=1, n_ood=1), "train", tmp_path)
+    examples = generate_examples(BenchmarkSpec.version("v1", n_train=30, n_test=1, n_ood=1), "train", tmp_path)
     cfg = load_config(None, ["base.caption_share=0.25"])
     items = training_items(cfg, examples)
     captions = [it for it in items if it[1] == CAPTION_QUESTION]
@@ -21,7 +21,7 @@ def test_training_items_mix_captions_at_the_configured_share(tmp_path):
 
 
 def test_vision_tower_initialised_from_clip_when_shapes_match(tmp_path):
-    examples = generate_examples(BenchmarkSpec(n_train=10, n_test=1, n_ood=1), "train", tmp_path)
+    examples = generate_examples(BenchmarkSpec.version("v1", n_train=10, n_test=1, n_ood=1), "train", tmp_path)
     tok = train_tokenizer(tokenizer_corpus(examples), 512)
     cfg = load_config()
     vlm = build_model(cfg.model, tokenizer=tok, seed=0)
@@ -40,7 +40,7 @@ def test_reference_response_of_a_punctuated_chain_is_unchanged(tmp_path):
     benchmark's training text stays byte-identical (the committed comparison depends on it)."""
     from mmboundary.records import Example, ReferenceStep, StepKind
 
-    examples = generate_examples(BenchmarkSpec(n_train=40, n_test=1, n_ood=1), "train", tmp_path)
+    examples = generate_examples(BenchmarkSpec.version("v1", n_train=40, n_test=1, n_ood=1), "train", tmp_path)
     assert all(reference_response(ex) == " ".join(st.text for st in ex.chain) for ex in examples)
     steps = ["Is it red?", "Yes!", "It is 3.5 cm wide.", "It reads 'STOP' (twice).", "So the answer is 3."]
     ex = Example(id="p", image=tmp_path / "x.png", question="q", answers=("3",),

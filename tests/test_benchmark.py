@@ -36,14 +36,14 @@ from mmboundary.data.benchmark.scenes import BACKGROUND_RGB
 from mmboundary.errors import DataError
 from mmboundary.records import Example, ReferenceStep, Scene, SceneObject, StepKind
 
-SMALL = BenchmarkSpec(seed=3, n_train=120, n_test=40, n_ood=80)
+SMALL = BenchmarkSpec.version("v1", seed=3, n_train=120, n_test=40, n_ood=80)
 NUMBER_WORD = "zero one two three four five six seven eight nine ten".split()
 
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory) -> dict[str, list[Example]]:
     root = tmp_path_factory.mktemp("bench")
-    spec = BenchmarkSpec(seed=1, n_train=200, n_test=80, n_ood=200, list_objects=False)  # chains as in v1
+    spec = BenchmarkSpec.version("v1", seed=1, n_train=200, n_test=80, n_ood=200, list_objects=False)  # chains as in v1
     return {split: generate_examples(spec, split, root / split) for split in ("train", "test", "ood")}
 
 
@@ -88,7 +88,7 @@ def test_splits_and_ids(examples):
 
 
 def test_ood_split_differs(examples):
-    spec = BenchmarkSpec()
+    spec = SMALL
     held = set(spec.held_out_pairs)
     for split in ("train", "test"):
         for e in examples[split]:
@@ -176,13 +176,13 @@ def test_spec_validation():
         BenchmarkSpec(min_objects=6, max_objects=5)
     with pytest.raises(ValidationError):
         BenchmarkSpec(held_out_pairs=(("pink", "circle"),))
-    assert BenchmarkSpec().n_train == 2000
+    assert BenchmarkSpec().n_train == 6000 and BenchmarkSpec.version("v1").n_train == 2000
     assert ("yellow", "triangle") not in BenchmarkSpec().allowed_pairs(ood=False)
     assert ("yellow", "triangle") in BenchmarkSpec().allowed_pairs(ood=True)
 
 
 def test_question_type_subset(tmp_path):
-    spec = BenchmarkSpec(n_train=10, question_types=("spatial",))
+    spec = BenchmarkSpec.version("v1", n_train=10, question_types=("spatial",))
     exs = generate_examples(spec, "train", tmp_path)
     assert {question_type(e.question) for e in exs} == {"spatial"}
 
@@ -518,7 +518,7 @@ def test_export_annotated_reads_back_with_the_project_loader(examples, tmp_path)
 def test_captions_are_true_claims_and_count_everything(tmp_path):
     from mmboundary.data.benchmark import caption_sentences
 
-    spec = BenchmarkSpec(n_train=40, n_test=2, n_ood=2)
+    spec = BenchmarkSpec.version("v1", n_train=40, n_test=2, n_ood=2)
     for ex in generate_examples(spec, "train", tmp_path):
         sentences = caption_sentences(ex.scene, spec.colors)
         assert len(sentences) == len(spec.colors) + 3 + 1

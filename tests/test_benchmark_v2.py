@@ -40,8 +40,16 @@ def test_v1_config_draws_what_benchmark_v1_drew(tmp_path):
     assert _digest(tmp_path) == "e0fe7333f907b2676cca765b2b8eff282267ef4a08b91938a5513e1a03e776a0"
 
 
-def test_the_default_is_still_v1_and_v2_is_graded():
-    assert BenchmarkSpec() == load_config(V1).data.benchmark  # until v2 fits the default run's time budget
+def test_the_default_is_v2_and_v1_is_a_named_version():
+    assert BenchmarkSpec() == load_config(V2).data.benchmark == load_config(None).data.benchmark
+    assert BenchmarkSpec.version("v1") == load_config(V1).data.benchmark
+    assert not BenchmarkSpec.version("v1").graded
+    with pytest.raises(ValueError, match="unknown benchmark version 'v3'"):
+        BenchmarkSpec.version("v3")
+    # the built-in default run config is configs/default.yaml, v2 with its name
+    default, v2_file = load_config(None), load_config(V2)
+    assert default.model_dump() == load_config(ROOT / "configs" / "default.yaml").model_dump()
+    assert default.model_copy(update={"name": v2_file.name}).model_dump() == v2_file.model_dump()
     draft = load_config(V2).data.benchmark
     assert draft.graded and draft.list_objects and draft.n_test >= 2000 and draft.n_ood >= 2000
     assert max(draft.ood_levels) > max(draft.levels)  # OOD beyond the in-domain visibility range

@@ -1,6 +1,6 @@
 import pytest
 
-from mmboundary.config import RunConfig, apply_overrides, config_diff, dump_config, load_config
+from mmboundary.config import RunConfig, TrainConfig, apply_overrides, config_diff, dump_config, load_config
 from mmboundary.errors import ConfigError, RunError
 from mmboundary.runs import Run
 
@@ -56,6 +56,19 @@ def test_apply_overrides_does_not_mutate():
 def test_config_diff_names_keys():
     a, b = RunConfig(), load_config(None, ["seed=3", "base.vlm.lr=0.5"])
     assert config_diff(a, b) == ["base.vlm.lr", "seed"]
+
+
+def test_a_section_given_in_part_keeps_its_own_defaults(tmp_path):
+    # sft.train defaults to TrainConfig(epochs=6, lr=3e-4, batch_size=32, warmup_ratio=0.1), not TrainConfig()
+    own = RunConfig().sft.train
+    assert (own.lr, own.warmup_ratio) == (3e-4, 0.1) != (TrainConfig().lr, TrainConfig().warmup_ratio)
+    cfg = load_config(None, ["sft.train.max_steps=3"])
+    assert cfg.sft.train == own.model_copy(update={"max_steps": 3})
+    f = tmp_path / "c.yaml"
+    f.write_text("base:\n  clip:\n    batch_size: 8\n")
+    clip = load_config(f).base.clip
+    assert (clip.batch_size, clip.lr, clip.epochs) == (8, 3e-4, 6)
+    assert load_config(None, ["base.vlm.lr=0.5"]).base.vlm.epochs == RunConfig().base.vlm.epochs == 6
 
 
 def test_run_dir_reopen_and_mismatch(tmp_path):

@@ -146,7 +146,7 @@ def _edit(text: str) -> str | None:
 def bench(tmp_path_factory) -> tuple[list[Example], list[list[str]]]:
     """40 benchmark examples, and as their "generated" chains the reference chains with every
     even-indexed step that `_edit` can falsify falsified."""
-    spec = BenchmarkSpec(seed=1, n_train=40, n_test=0, n_ood=0, list_objects=False)
+    spec = BenchmarkSpec.version("v1", seed=1, n_train=40, n_test=0, n_ood=0, list_objects=False)
     examples = generate_examples(spec, "train", tmp_path_factory.mktemp("bench"))
     steps = [[e if (e := _edit(r.text)) and k % 2 == 0 else r.text for k, r in enumerate(ex.chain)]
              for ex in examples]

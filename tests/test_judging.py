@@ -20,7 +20,8 @@ from mmboundary.judging import DEFAULT_THRESHOLDS, AutoJudge, judge_chains, make
 
 @pytest.fixture(scope="module")
 def examples(tmp_path_factory):
-    return generate_examples(BenchmarkSpec(n_train=6, n_test=0, n_ood=0), "train", tmp_path_factory.mktemp("img"))
+    spec = BenchmarkSpec.version("v1", n_train=6, n_test=0, n_ood=0)
+    return generate_examples(spec, "train", tmp_path_factory.mktemp("img"))
 
 
 def test_make_step_judge_kinds():
@@ -115,7 +116,7 @@ def test_both_mece_definitions_by_hand(examples):
 
 
 def test_unjudgeable_steps_keep_no_truth():
-    ex = generate_examples(BenchmarkSpec(n_train=1, n_test=0, n_ood=0), "train", Path("/tmp"))[0]
+    ex = generate_examples(BenchmarkSpec.version("v1", n_train=1, n_test=0, n_ood=0), "train", Path("/tmp"))[0]
     bare = ex.model_copy(update={"scene": None, "chain": ()})
     chain = chain_record(bare, "There are 2 red objects. So the answer is 2.")
     [judged] = judge_chains([chain], [bare], ConsistentJudge(TableSimilarity({}), 0.9))

@@ -39,7 +39,7 @@ SPEC = ModelSpec(text_num_layers=1, text_hidden_size=32, text_intermediate_size=
 def examples(tmp_path_factory):
     from mmboundary.data.benchmark import BenchmarkSpec, generate_examples
 
-    spec = BenchmarkSpec(n_train=4, n_test=0, n_ood=0)
+    spec = BenchmarkSpec.version("v1", n_train=4, n_test=0, n_ood=0)
     return generate_examples(spec, "train", tmp_path_factory.mktemp("images"))
 
 

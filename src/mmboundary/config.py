@@ -111,7 +111,10 @@ class BaseStageConfig(Section):
     when `clip.path` does.
     """
 
-    vlm: TrainConfig = Field(default_factory=TrainConfig)
+    vlm: TrainConfig = Field(
+        default_factory=lambda: TrainConfig(epochs=6),
+        description="**[choice]** 6 epochs on benchmark v2 (docs/benchmark.md run K: 3 epochs leave reasoning "
+                    "over the object list at 0.6; part of v2's frozen vanilla model).")
     clip: TrainConfig = Field(
         default_factory=lambda: TrainConfig(epochs=6, lr=3e-4, batch_size=64, warmup_ratio=0.1),
         description="Contrastive training of the small CLIP. **[choice]** lr 3e-4: at 1e-3 the "
@@ -122,8 +125,8 @@ class BaseStageConfig(Section):
         "dense captions of train images (every colour and shape count; built-in benchmark only) "
         "instead of question/chain pairs: a perception curriculum, as in LLaVA's alignment stage.")
     caption_objects: bool = Field(
-        False, description="Captions start with one sentence per object (\"At the top left there is a large "
-        "red circle.\"), as the v2 draft's chains do; v1: count sentences only.")
+        True, description="Captions start with one sentence per object (\"At the top left there is a large "
+        "red circle.\"), as benchmark v2's chains do; v1: count sentences only (false).")
     vision_init: Literal["clip", "random"] = Field(
         "random", description="'clip': start the VLM's vision tower from the CLIP trained just "
         "before it (as LLaVA starts from a pretrained CLIP ViT) when their shapes match. "
@@ -136,8 +139,8 @@ class BaseStageConfig(Section):
 
 class GenerationConfig(Section):
     max_new_tokens: int = Field(
-        128, gt=0, description="Longest chain generated. **[choice]** 128: the default benchmark's chains are at "
-        "most 38 tokens, and up to 100 with a statement after each step.")
+        224, gt=0, description="Longest chain generated. **[choice]** 224: benchmark v2's longest OOD chain is "
+        "118 tokens, ~222 with a statement after each step (v1: 128).")
     batch_size: int = Field(64, gt=0)
     do_sample: bool = Field(False, description="Greedy by default: no sampling is ever implicit.")
     temperature: float = Field(1.0, gt=0)

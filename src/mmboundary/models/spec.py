@@ -57,8 +57,9 @@ class ModelSpec(BaseModel):
                     "(image_size / patch_size)^2 image tokens go into the text model.",
     )
     image_normalization: Literal["background", "clip"] = Field(
-        "clip", description="tiny/smol: pixel normalisation (models.factory.IMAGE_NORMALIZATIONS): 'clip', "
-        "OpenAI CLIP's statistics; 'background': white maps to 0, an empty cell is a zero patch (v2 draft).")
+        "background", description="tiny/smol: pixel normalisation (models.factory.IMAGE_NORMALIZATIONS): "
+        "'background' (benchmark v2, the default): white maps to 0, an empty cell is a zero patch; 'clip': "
+        "OpenAI CLIP's statistics (v1: with them the tiny model never learnt colour, docs/benchmark.md run B).")
 
     # --- smol: its (random) vision tower ----------------------------------------------------------
     smol_vision_hidden_size: int = Field(128, gt=0, description="smol: hidden size of the vision tower.")
@@ -143,7 +144,7 @@ class ClipSpec(BaseModel):
     patch_size: int = Field(16, gt=0, description="ViT patch size in pixels (16: one patch per benchmark grid cell).")
     image_size: int = Field(48, gt=0, description="Images are resized to image_size x image_size (no crop).")
     image_normalization: Literal["background", "clip"] = Field(
-        "clip", description="Pixel normalisation (models.factory.IMAGE_NORMALIZATIONS); as the VLM's.")
+        "background", description="Pixel normalisation (models.factory.IMAGE_NORMALIZATIONS); as the VLM's.")
     projection_dim: int = Field(64, gt=0, description="Dimension of the shared image/text embedding space.")
 
     @model_validator(mode="after")

@@ -47,7 +47,7 @@ class RLConfig(Section):
         "the reasoning decoded greedily as at evaluation (`training.sampling`; needs `loss_on='statements'`). "
         "**[choice]** 'statements'.")
     max_new_tokens: int = Field(
-        128, gt=0, description="Longest sampled response. **[choice]** 128, as `generation.max_new_tokens`.")
+        224, gt=0, description="Longest sampled response. **[choice]** 224, as `generation.max_new_tokens`.")
 
     # --- optimisation ---------------------------------------------------------------------------
     iterations: int = Field(

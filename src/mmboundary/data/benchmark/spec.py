@@ -1,5 +1,9 @@
 """The specification of a built-in benchmark: every choice of the generator is a field here.
 
+The field defaults are benchmark **v2**, the built-in default since 2026-12-03 (frozen,
+docs/benchmark.md "v2 (frozen)"; pinned by `tests/test_benchmark_v2.py::test_v2_is_frozen`);
+`VERSIONS["v1"]` holds the fields in which v1, the default before, differs (`BenchmarkSpec.version`).
+
 The generator is a pure function of the spec: the same spec (seed included) gives byte-identical
 JSONL files and images. Each split draws from its own `random.Random(seed * 1000 + index)`
 (index: train 0, test 1, ood 2), never from global state.
@@ -25,6 +29,10 @@ QUESTION_TYPES: tuple[str, ...] = (
     "most_color", "total",
 )
 
+#: v2's question types: every type but `spatial` (its position steps were at chance, a reasoning
+#: limit of the tiny model rather than a visibility effect; docs/benchmark.md, run Q).
+V2_QUESTION_TYPES: tuple[str, ...] = tuple(t for t in QUESTION_TYPES if t != "spatial")
+
 SPLITS: tuple[str, ...] = ("train", "test", "ood")
 
 
@@ -45,16 +53,16 @@ class BenchmarkSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field("v1", min_length=1, description="Version name; a changed spec is a new name (docs/benchmark.md).")
+    name: str = Field("v2", min_length=1, description="Version name; a changed spec is a new name (docs/benchmark.md).")
     seed: int = Field(0, ge=0, description="Base seed; split k draws from Random(seed*1000+k).")
-    n_train: int = Field(2000, ge=0, description="Number of training examples.")
-    n_test: int = Field(300, ge=0, description="Number of in-distribution test examples.")
-    n_ood: int = Field(300, ge=0, description="Number of out-of-distribution test examples.")
+    n_train: int = Field(6000, ge=0, description="Number of training examples.")
+    n_test: int = Field(2000, ge=0, description="Number of in-distribution test examples.")
+    n_ood: int = Field(2000, ge=0, description="Number of out-of-distribution test examples.")
     image_size: int = Field(48, ge=12, le=1024, description="Side of the square image in pixels.")
     min_objects: int = Field(2, ge=1, le=9, description="Fewest objects in an in-distribution scene.")
     max_objects: int = Field(5, ge=1, le=9, description="Most objects in an in-distribution scene.")
-    ood_min_objects: int = Field(5, ge=1, le=9, description="Fewest objects in an OOD scene.")
-    ood_max_objects: int = Field(8, ge=1, le=9, description="Most objects in an OOD scene.")
+    ood_min_objects: int = Field(4, ge=1, le=9, description="Fewest objects in an OOD scene.")
+    ood_max_objects: int = Field(7, ge=1, le=9, description="Most objects in an OOD scene.")
     colors: tuple[str, ...] = Field(
         ("red", "green", "blue", "yellow"),
         description="Object colour palette (names from language.COLOR_RGB), all splits.")
@@ -64,25 +72,26 @@ class BenchmarkSpec(BaseModel):
     ood_min_held_out: int = Field(
         1, ge=0, description="Each OOD scene has at least this many objects of a held-out pair.")
     background: str = Field("white", description="Background of train/test images.")
-    ood_background: str = Field("light grey", description="Background of OOD images.")
+    ood_background: str = Field("white", description="Background of OOD images.")
     large_fraction: float = Field(
         0.85, gt=0, le=1, description="Side of a large object's box as a fraction of the cell.")
     small_fraction: float = Field(
         0.5, gt=0, le=1, description="Side of a small object's box as a fraction of the cell.")
     visibility: tuple[VisibilityLevel, ...] = Field(
-        (VisibilityLevel(),), min_length=1,
-        description="Visibility levels (contrast, blur, noise), clearest first; one clear level: v1, ungraded.")
+        tuple(VisibilityLevel(blur=b) for b in (0.0, 6.0, 12.0, 24.0, 28.0, 32.0)), min_length=1,
+        description="Visibility levels (contrast, blur, noise), clearest first; one clear level: v1, ungraded. "
+                    "v2: Gaussian blur of radius 0, 6, 12, 24, 28, 32 px (at 24 px shape and size are gone).")
     levels: tuple[int, ...] = Field(
-        (0,), min_length=1, description="Indices of `visibility` drawn for train/test scenes, uniformly.")
+        (0, 1, 2, 3), min_length=1, description="Indices of `visibility` drawn for train/test scenes, uniformly.")
     train_levels: tuple[int, ...] | None = Field(
         None, description="Indices of `visibility` drawn for train scenes (None: `levels`, as test).")
     ood_levels: tuple[int, ...] = Field(
-        (0,), min_length=1, description="Indices of `visibility` drawn for OOD scenes, uniformly.")
+        (3, 4, 5), min_length=1, description="Indices of `visibility` drawn for OOD scenes, uniformly.")
     list_objects: bool = Field(
-        False, description="Reference chains start with one ObjectClaim step per object, row-major (v2).")
+        True, description="Reference chains start with one ObjectClaim step per object, row-major (v2).")
     question_types: tuple[QuestionType, ...] = Field(
-        QUESTION_TYPES,
-        description="Question types drawn, in equal shares per split (see questions.py).")
+        V2_QUESTION_TYPES,
+        description="Question types drawn, in equal shares per split (see questions.py); v2: all but spatial.")
 
     @model_validator(mode="after")
     def _check(self) -> BenchmarkSpec:
@@ -122,6 +131,13 @@ class BenchmarkSpec(BaseModel):
             raise ValueError("question_types: spatial needs min_objects >= 2")
         return self
 
+    @classmethod
+    def version(cls, name: str, **fields) -> "BenchmarkSpec":
+        """A named version (`VERSIONS`: "v1", "v2") with `fields` on top: `version("v1", n_train=40)`."""
+        if name not in VERSIONS:
+            raise ValueError(f"unknown benchmark version {name!r}; known: {sorted(VERSIONS)}")
+        return cls(**{**VERSIONS[name], **fields})
+
     def allowed_pairs(self, ood: bool) -> tuple[tuple[str, str], ...]:
         """(colour, shape) pairs that may be drawn: all of them out of distribution, all but the
         held-out pairs in distribution."""
@@ -145,3 +161,14 @@ class BenchmarkSpec(BaseModel):
 
     def n_examples(self, split: str) -> int:
         return {"train": self.n_train, "test": self.n_test, "ood": self.n_ood}[split]
+
+
+#: The named versions, as the fields in which each differs from the defaults (v2). v1: the built-in
+#: default until 2026-12-03, clear images only, 2,000 / 300 / 300 questions, OOD 5-8 objects on
+#: light grey, spatial questions, no object steps (configs/benchmark-v1.yaml).
+VERSIONS: dict[str, dict] = {
+    "v1": {"name": "v1", "n_train": 2000, "n_test": 300, "n_ood": 300, "ood_min_objects": 5, "ood_max_objects": 8,
+           "ood_background": "light grey", "visibility": (VisibilityLevel(),), "levels": (0,), "ood_levels": (0,),
+           "list_objects": False, "question_types": QUESTION_TYPES},
+    "v2": {},
+}
