@@ -1,6 +1,6 @@
 """The specification of a built-in benchmark: every choice of the generator is a field here.
 
-The field defaults are benchmark **v2**, the built-in default since 2026-12-03 (frozen,
+The field defaults are benchmark **v2**, the built-in default since 2026-12-04 (frozen 2026-12-03,
 docs/benchmark.md "v2 (frozen)"; pinned by `tests/test_benchmark_v2.py::test_v2_is_frozen`);
 `VERSIONS["v1"]` holds the fields in which v1, the default before, differs (`BenchmarkSpec.version`).
 
@@ -164,7 +164,7 @@ class BenchmarkSpec(BaseModel):
 
 
 #: The named versions, as the fields in which each differs from the defaults (v2). v1: the built-in
-#: default until 2026-12-03, clear images only, 2,000 / 300 / 300 questions, OOD 5-8 objects on
+#: default until 2026-12-04, clear images only, 2,000 / 300 / 300 questions, OOD 5-8 objects on
 #: light grey, spatial questions, no object steps (configs/benchmark-v1.yaml).
 VERSIONS: dict[str, dict] = {
     "v1": {"name": "v1", "n_train": 2000, "n_test": 300, "n_ood": 300, "ood_min_objects": 5, "ood_max_objects": 8,
